@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian machine (as root): system packages, a venv, the project.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+need=()
+for p in fuse3 libfuse3-dev pkg-config attr; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+venv="$here/.venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+stamp="$venv/.installed-$(sha1sum "$here/pyproject.toml" | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -e "$here[test]"
+  touch "$stamp"
+fi

@@ -1,0 +1,251 @@
+"""The pool directory: config, metadata database, lock, disk registry and reports.
+
+Layout of a pool directory (see docs/format.md): pool.json, meta.db (+WAL), lock,
+control.sock (while mounted), daemon.log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+from ..codec import Policy
+from ..disks import LabelError, LocalDisk
+from ..errors import DynamicFSError, PoolBusy
+from ..meta import Database, MetadataError
+from ..meta import disks as mdisks
+from ..meta import extents as mextents
+from ..meta import inodes as minodes
+from ..meta.schema import ROOT_INODE
+
+POOL_FORMAT = 1
+CONFIG_NAME = "pool.json"
+DB_NAME = "meta.db"
+MIN_BLOCK, MAX_BLOCK = 4096, 64 * 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    """'1M', '512K', '10G', '4096' -> bytes (binary units)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise DynamicFSError(
+            f"invalid size '{text}': expected a number with K, M, G or T") from None
+    if value <= 0:
+        raise DynamicFSError(f"invalid size '{text}': must be positive")
+    return value
+
+
+def detect_tier(path: Path) -> str:
+    """fast for non-rotational block devices, slow otherwise (or when it cannot be told)."""
+    try:
+        dev = os.stat(path).st_dev
+        sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+        for cand in (sysdir / "queue/rotational", sysdir / "../queue/rotational"):
+            if cand.exists():
+                return "fast" if cand.read_text().strip() == "0" else "slow"
+    except OSError:
+        pass
+    return "slow"
+
+
+class Pool:
+    def __init__(self, path: Path, config: dict, db: Database) -> None:
+        self.path = path
+        self.config = config
+        self.db = db
+        self.uuid = uuid.UUID(config["uuid"])
+        self._lock_fd: int | None = None
+
+    # -- creation and opening ----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, policy: Policy, block_size: int) -> Pool:
+        path = path.resolve()
+        if not MIN_BLOCK <= block_size <= MAX_BLOCK or block_size & (block_size - 1):
+            raise DynamicFSError(
+                f"invalid block size {block_size}: must be a power of two between 4 KiB and 64 MiB")
+        if (path / CONFIG_NAME).exists():
+            raise DynamicFSError(f"{path} is already a DynamicFS pool")
+        if path.exists() and any(path.iterdir()):
+            raise DynamicFSError(f"{path} is not empty; a pool needs an empty directory")
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"format": POOL_FORMAT, "uuid": str(uuid.uuid4()), "created": time.time()}
+        db = Database(path / DB_NAME, create=True)
+        now = time.time_ns()
+        with db.transaction():
+            mdisks.set_setting(db, "pool_uuid", config["uuid"])
+            mdisks.set_setting(db, "block_size", str(block_size))
+            mdisks.set_setting(db, "policy", str(policy))
+            minodes.create_inode(db, 0o40755, 0, 0, 2, now, ino=ROOT_INODE)
+        db.sync()
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, path / CONFIG_NAME)
+        return cls(path, config, db)
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> Pool:
+        path = path.resolve()
+        cfg_path = path / CONFIG_NAME
+        try:
+            config = json.loads(cfg_path.read_text())
+        except FileNotFoundError:
+            raise DynamicFSError(f"{path} is not a DynamicFS pool (no {CONFIG_NAME})") from None
+        except (OSError, ValueError) as exc:
+            raise DynamicFSError(f"cannot read {cfg_path}: {exc}") from None
+        if not isinstance(config, dict) or "uuid" not in config:
+            raise DynamicFSError(f"{cfg_path} is not a DynamicFS pool config")
+        if int(config.get("format", 0)) > POOL_FORMAT:
+            raise DynamicFSError(f"pool format {config['format']} is newer than this DynamicFS "
+                                 f"supports ({POOL_FORMAT}); upgrade DynamicFS")
+        try:
+            db = Database(path / DB_NAME, readonly=readonly)
+        except MetadataError as exc:
+            raise DynamicFSError(str(exc)) from None
+        return cls(path, config, db)
+
+    def close(self) -> None:
+        self.db.close()
+        self.unlock()
+
+    # -- the one-writer lock -----------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "lock"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.path / "control.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "daemon.log"
+
+    def lock(self, purpose: str) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise PoolBusy(f"pool {self.path} is in use ({holder or 'locked'}); "
+                           f"cannot {purpose}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- settings ----------------------------------------------------------------------------
+
+    @property
+    def block_size(self) -> int:
+        return int(mdisks.get_setting(self.db, "block_size") or 1 << 20)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy.parse(mdisks.get_setting(self.db, "policy") or "rep:2")
+
+    def set_policy(self, policy: Policy) -> None:
+        self.check_policy(policy, len(mdisks.list_disks(self.db)))
+        with self.db.transaction():
+            mdisks.set_setting(self.db, "policy", str(policy))
+
+    @staticmethod
+    def check_policy(policy: Policy, ndisks: int) -> None:
+        if ndisks < policy.n_fragments:
+            raise DynamicFSError(
+                f"policy {policy} needs {policy.n_fragments} disks but the pool has {ndisks}; "
+                f"add disks with 'dynamicfs add-disk'")
+
+    # -- disks -------------------------------------------------------------------------------
+
+    def open_disk(self, row: mdisks.DiskRow) -> LocalDisk:
+        return LocalDisk(Path(row.path), self.uuid.bytes, row.capacity)
+
+    def validate_new_disk(self, path: Path, mountpoint: Path | None = None) -> Path:
+        path = path.resolve()
+        if path == self.path or self.path in path.parents or path in self.path.parents:
+            raise DynamicFSError(f"{path} overlaps the pool directory {self.path}")
+        if mountpoint is not None and (path == mountpoint or mountpoint in path.parents):
+            raise DynamicFSError(f"{path} is inside the pool's mountpoint {mountpoint}")
+        for row in mdisks.list_disks(self.db):
+            other = Path(row.path)
+            if path == other:
+                raise DynamicFSError(f"{path} is already disk {row.id} of this pool")
+            if other in path.parents or path in other.parents:
+                raise DynamicFSError(f"{path} overlaps disk {row.id} ({other})")
+        if path.exists() and not path.is_dir():
+            raise DynamicFSError(f"{path} is not a directory")
+        return path
+
+    def add_disk(
+        self, path: Path, tier: str | None, capacity: int | None,
+        mountpoint: Path | None = None,
+    ) -> mdisks.DiskRow:
+        path = self.validate_new_disk(path, mountpoint)
+        disk_uuid = str(uuid.uuid4())
+        try:
+            LocalDisk.prepare(path, self.uuid.bytes, disk_uuid)
+        except LabelError as exc:
+            raise DynamicFSError(str(exc)) from None
+        except OSError as exc:
+            raise DynamicFSError(f"cannot prepare disk {path}: {exc.strerror}") from None
+        tier = tier or detect_tier(path)
+        with self.db.transaction():
+            disk_id = mdisks.add_disk(self.db, disk_uuid, str(path), tier, capacity)
+        self.db.sync()
+        return next(r for r in mdisks.list_disks(self.db) if r.id == disk_id)
+
+    def disk_report(self) -> list[dict]:
+        counts = mdisks.fragment_counts(self.db)
+        out = []
+        for row in mdisks.list_disks(self.db):
+            disk = self.open_disk(row)
+            state = row.state
+            try:
+                disk.check_label()
+                capacity, free = disk.usage()
+            except (LabelError, OSError) as exc:
+                state, capacity, free = "missing", 0, 0
+                problem = str(exc)
+            else:
+                problem = None
+            nfrag, nbytes = counts.get(row.id, (0, 0))
+            out.append({
+                "id": row.id, "uuid": row.uuid, "path": row.path, "tier": row.tier,
+                "state": state, "capacity": capacity, "free": free, "used": nbytes or 0,
+                "fragments": nfrag, "capacity_cap": row.capacity,
+                "read_errors": row.read_errors, "write_errors": row.write_errors,
+                "checksum_errors": row.checksum_errors, "problem": problem,
+            })
+        return out
+
+    def status(self) -> dict:
+        disks = self.disk_report()
+        totals = mextents.totals(self.db)
+        policy = self.policy
+        online = [d for d in disks if d["state"] != "missing"]
+        return {
+            "pool": str(self.path), "uuid": str(self.uuid), "policy": str(policy),
+            "block_size": self.block_size,
+            "disks": len(disks), "disks_online": len(online),
+            "capacity": sum(d["capacity"] for d in online),
+            "free": sum(d["free"] for d in online),
+            "inodes": minodes.count_inodes(self.db),
+            **totals,
+            "health": ("ok" if len(online) == len(disks) and len(disks) >= policy.n_fragments
+                       else "degraded" if len(online) >= 1 else "unavailable"),
+        }

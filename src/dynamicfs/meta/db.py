@@ -1,0 +1,126 @@
+"""The one database wrapper: every SQL statement in DynamicFS runs through a `Database`."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .schema import SCHEMA, SCHEMA_VERSION
+
+
+class MetadataError(Exception):
+    """The metadata database is missing, of a newer format, or unusable."""
+
+
+class Database:
+    """A SQLite connection in WAL mode shared by the daemon's worker threads.
+
+    Commits use synchronous=NORMAL (consistent after a crash, durable at the next sync); `sync()`
+    makes everything committed so far durable, which is what fsync and the commit timer call.
+    All access is serialised by one lock: SQLite serialises writers anyway, and one connection
+    keeps the transaction boundaries explicit.
+    """
+
+    def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
+        if not create and not path.exists():
+            raise MetadataError(f"metadata database {path} does not exist")
+        uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+        try:
+            self.conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=OFF")
+            self.conn.execute("PRAGMA cache_size=-65536")
+        except sqlite3.Error as exc:
+            raise MetadataError(f"cannot open metadata database {path}: {exc}") from exc
+        self.lock = threading.RLock()
+        self._depth = 0
+        self.path = path
+        if create:
+            self._create()
+        else:
+            self._check_version()
+
+    def _create(self) -> None:
+        # executescript commits implicitly, so it runs outside our transaction helper.
+        with self.lock:
+            self.conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+            self.execute(
+                "INSERT INTO settings (key, value) VALUES ('format_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _check_version(self) -> None:
+        try:
+            version = int(self.get_val("SELECT value FROM settings WHERE key='format_version'"))
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            raise MetadataError(f"{self.path} is not a DynamicFS metadata database: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            raise MetadataError(
+                f"metadata schema version {version} is newer than this DynamicFS supports "
+                f"({SCHEMA_VERSION}); upgrade DynamicFS"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """One atomic unit of change; nested uses join the outer transaction."""
+        with self.lock:
+            if self._depth == 0:
+                self.conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self.conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        with self.lock:
+            return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self.lock:
+            self.conn.executemany(sql, rows)
+
+    def get_val(self, sql: str, params: tuple = ()) -> Any:
+        row = self.get_row(sql, params)
+        return None if row is None else row[0]
+
+    def get_row(self, sql: str, params: tuple = ()) -> tuple | None:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def sync(self) -> None:
+        """Make every committed transaction durable (fsync of the WAL)."""
+        with self.lock:
+            self.conn.execute("PRAGMA synchronous=FULL")
+            try:
+                # An empty write transaction with synchronous=FULL syncs the WAL up to here.
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("UPDATE settings SET value=value WHERE key='format_version'")
+                self.conn.execute("COMMIT")
+            finally:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

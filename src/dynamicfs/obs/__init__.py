@@ -1,0 +1,1 @@
+"""Observability: counters and logging shared by every layer."""

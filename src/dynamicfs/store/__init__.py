@@ -1,0 +1,1 @@
+"""The extent store: seal, encode, place and write fragments; read, verify and decode."""

@@ -1,0 +1,261 @@
+"""Write extents as fragments on distinct disks, and read them back verified.
+
+The store never touches the database: `write` returns a `SealedExtent` whose fragments are
+already durable (file and directory fsynced), and the engine records it in the same transaction
+as the block-map change that uses it (data before metadata). Deleting fragments is only done
+by the engine after the transaction that dropped the last reference has committed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from ..codec import DecodeError, Policy, blake3_digest, get_codec
+from ..disks import FragmentError, FragmentHeader, FragmentMissing, LocalDisk
+from ..disks.fragment import HEADER_SIZE
+from ..obs.stats import Stats
+from .placement import choose_disks
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "this disk cannot take this fragment now": try another disk.
+_RETRY_ELSEWHERE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class ExtentUnreadable(Exception):
+    """Too few good fragments survive to reconstruct an extent."""
+
+
+@dataclass(frozen=True)
+class SealedExtent:
+    digest: bytes
+    length: int
+    codec_id: int
+    k: int
+    m: int
+    fragments: list[tuple[int, int, int]]  # (index, disk id, bytes on disk)
+
+
+ErrorSink = Callable[[int, str], None]
+
+
+class ExtentStore:
+    def __init__(
+        self, pool_uuid: bytes, executor: Executor, stats: Stats,
+        on_disk_error: ErrorSink | None = None,
+    ) -> None:
+        self.pool_uuid = pool_uuid
+        self.executor = executor
+        self.stats = stats
+        self.on_disk_error = on_disk_error or (lambda disk, kind: None)
+        self._disks: dict[int, LocalDisk] = {}
+        self._writable: set[int] = set()
+        self._lock = threading.Lock()
+
+    # -- disk set ----------------------------------------------------------------------------
+
+    def attach(self, disk_id: int, disk: LocalDisk, writable: bool = True) -> None:
+        with self._lock:
+            self._disks[disk_id] = disk
+            if writable:
+                self._writable.add(disk_id)
+            else:
+                self._writable.discard(disk_id)
+
+    def disks(self) -> dict[int, LocalDisk]:
+        with self._lock:
+            return dict(self._disks)
+
+    def free_space(self) -> dict[int, int]:
+        """Free bytes per writable disk (0 for a disk whose free space cannot be read)."""
+        out = {}
+        for disk_id, disk in self.disks().items():
+            if disk_id not in self._writable:
+                continue
+            try:
+                out[disk_id] = disk.usage()[1]
+            except OSError:
+                out[disk_id] = 0
+        return out
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, data: bytes, policy: Policy, digest: bytes | None = None) -> SealedExtent:
+        """Encode `data` under `policy` and write every fragment durably on distinct disks."""
+        digest = digest or blake3_digest(data)
+        codec = get_codec(policy)
+        payloads = codec.encode(data)
+        need = HEADER_SIZE + (len(payloads[0]) if payloads else 0)
+        free = self.free_space()
+        placed: dict[int, tuple[int, int]] = {}  # index -> (disk, size)
+        tried: set[int] = set()
+        pending = list(range(len(payloads)))
+        while pending:
+            used = {d for d, _ in placed.values()}
+            targets = choose_disks(free, len(pending), need, exclude=used | tried)
+            if len(targets) < len(pending):
+                self._discard(digest, placed)
+                self.stats.incr("write_enospc")
+                raise OSError(errno.ENOSPC, f"no set of {policy.n_fragments} disks can hold "
+                              f"a {need}-byte fragment under {policy}")
+            futures: dict[int, tuple[int, Future[int]]] = {}
+            for index, disk_id in zip(pending, targets, strict=True):
+                header = FragmentHeader(
+                    pool_uuid=self.pool_uuid, extent_id=digest, index=index,
+                    codec_id=codec.codec_id, k=policy.k, m=policy.m,
+                    extent_length=len(data), payload_length=len(payloads[index]),
+                    payload_hash=blake3_digest(payloads[index]),
+                )
+                disk = self._disks[disk_id]
+                futures[index] = (disk_id, self.executor.submit(
+                    disk.write_fragment, header, payloads[index]))
+            pending = []
+            for index, (disk_id, fut) in futures.items():
+                try:
+                    placed[index] = (disk_id, fut.result())
+                except OSError as exc:
+                    tried.add(disk_id)
+                    pending.append(index)
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        free[disk_id] = 0
+                        self.stats.incr("fragment_write_enospc")
+                    elif exc.errno in _RETRY_ELSEWHERE:
+                        self.stats.incr("fragment_write_errors")
+                        self.on_disk_error(disk_id, "write_errors")
+                        log.warning("write of fragment %s.%d to disk %d failed: %s",
+                                    digest.hex(), index, disk_id, exc)
+                    else:
+                        self._discard(digest, placed)
+                        raise
+        self.stats.incr("extents_written")
+        self.stats.incr("bytes_written", len(data))
+        return SealedExtent(
+            digest=digest, length=len(data), codec_id=codec.codec_id, k=policy.k, m=policy.m,
+            fragments=[(i, d, s) for i, (d, s) in sorted(placed.items())],
+        )
+
+    def _discard(self, digest: bytes, placed: dict[int, tuple[int, int]]) -> None:
+        for index, (disk_id, _) in placed.items():
+            try:
+                self._disks[disk_id].delete_fragment(digest, index)
+            except OSError:
+                log.warning("could not remove fragment %s.%d after a failed write",
+                            digest.hex(), index)
+
+    def delete(self, digest: bytes, fragments: list[tuple[int, int]]) -> None:
+        """Remove fragment files [(index, disk)] of an extent no metadata references any more."""
+        for index, disk_id in fragments:
+            disk = self._disks.get(disk_id)
+            if disk is None:
+                continue
+            try:
+                disk.delete_fragment(digest, index)
+            except OSError as exc:
+                # Left behind as an orphan: GC removes it later; the data is already unreachable.
+                log.warning("could not delete fragment %s.%d on disk %d: %s",
+                            digest.hex(), index, disk_id, exc)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(
+        self, digest: bytes, length: int, codec_id: int, k: int, m: int,
+        fragments: list[tuple[int, int]], what: str = "",
+    ) -> bytes:
+        """Return the verified plaintext of an extent, reconstructing around bad fragments."""
+        policy = policy_for_codec(codec_id, k, m)
+        codec = get_codec(policy)
+        where = dict(fragments)  # index -> disk
+        got: dict[int, bytes] = {}
+        bad: list[int] = []
+        order = list(codec.data_indexes(length))
+        if policy.kind == "rep":
+            order = list(where)
+            random.shuffle(order)
+        # The systematic shards (or one replica) first; others only when something is bad.
+        rest = [i for i in sorted(where) if i not in order]
+        for index in order + rest:
+            if len(got) >= policy.min_fragments:
+                break
+            if index not in where:
+                bad.append(index)
+                continue
+            payload = self._read_one(digest, index, where[index], what)
+            if payload is None:
+                bad.append(index)
+            else:
+                got[index] = payload
+        try:
+            data = codec.decode(got, length)
+        except DecodeError as exc:
+            self.stats.incr("extents_unreadable")
+            raise ExtentUnreadable(
+                f"extent {digest.hex()} of {what or 'a file'} cannot be reconstructed: "
+                f"{len(got)} good fragments of {policy.n_fragments}, need {policy.min_fragments}"
+            ) from exc
+        if bad:
+            self.stats.incr("degraded_reads")
+            if policy.kind == "ec" and blake3_digest(data) != digest:
+                self.stats.incr("extents_unreadable")
+                raise ExtentUnreadable(f"extent {digest.hex()} decoded to wrong content")
+            self.executor.submit(self._heal, data, digest, policy, bad, where)
+        self.stats.incr("bytes_read", length)
+        return data
+
+    def _read_one(self, digest: bytes, index: int, disk_id: int, what: str) -> bytes | None:
+        disk = self._disks.get(disk_id)
+        if disk is None:
+            return None
+        try:
+            return disk.read_fragment(digest, index)
+        except FragmentMissing as exc:
+            self.stats.incr("fragments_missing")
+            self.on_disk_error(disk_id, "read_errors")
+            log.error("%s: %s", what or "read", exc)
+        except FragmentError as exc:
+            self.stats.incr("checksum_errors")
+            self.on_disk_error(disk_id, "checksum_errors")
+            log.error("%s: %s", what or "read", exc)
+        except OSError as exc:
+            self.stats.incr("fragment_read_errors")
+            self.on_disk_error(disk_id, "read_errors")
+            log.error("%s: reading fragment %s.%d on disk %d: %s",
+                      what or "read", digest.hex(), index, disk_id, exc)
+        return None
+
+    def _heal(
+        self, data: bytes, digest: bytes, policy: Policy, bad: list[int], where: dict[int, int]
+    ) -> None:
+        """Rewrite bad fragments in place (same disk, same index) from the good plaintext."""
+        codec = get_codec(policy)
+        payloads = codec.encode(data)
+        for index in bad:
+            disk = self._disks.get(where.get(index, -1))
+            if disk is None or index >= len(payloads):
+                continue
+            header = FragmentHeader(
+                pool_uuid=self.pool_uuid, extent_id=digest, index=index,
+                codec_id=codec.codec_id, k=policy.k, m=policy.m, extent_length=len(data),
+                payload_length=len(payloads[index]), payload_hash=blake3_digest(payloads[index]),
+            )
+            try:
+                disk.write_fragment(header, payloads[index])
+                self.stats.incr("fragments_repaired")
+                log.info("repaired fragment %s.%d on disk %d", digest.hex(), index, where[index])
+            except OSError as exc:
+                log.warning("could not repair fragment %s.%d: %s", digest.hex(), index, exc)
+
+
+
+def policy_for_codec(codec_id: int, k: int, m: int) -> Policy:
+    """The policy an extent was written under, from the codec fields recorded with it."""
+    if codec_id == 1:
+        return Policy("rep", 1, m)
+    if codec_id == 2:
+        return Policy("ec", k, m)
+    raise ExtentUnreadable(f"unknown codec id {codec_id}")

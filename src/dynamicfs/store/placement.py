@@ -1,0 +1,33 @@
+"""Choose disks for the fragments of one extent.
+
+Disks are drawn without replacement with probability proportional to their free space, so disks
+of different sizes fill at the same rate (a disk with twice the free space gets twice the new
+fragments). Disks that cannot hold the fragment, or that failed this extent already, are skipped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+
+def choose_disks(
+    free: dict[int, int], count: int, need: int, exclude: Iterable[int] = (),
+    rng: random.Random | None = None,
+) -> list[int]:
+    """Pick `count` distinct disk ids with at least `need` bytes free; may return fewer."""
+    rng = rng or random
+    skip = set(exclude)
+    pool = {d: f for d, f in free.items() if d not in skip and f >= need}
+    chosen: list[int] = []
+    while pool and len(chosen) < count:
+        total = sum(pool.values())
+        pick = rng.uniform(0, total)
+        acc = 0.0
+        for disk, f in pool.items():  # noqa: B007 - the pick is used after the loop
+            acc += f
+            if pick <= acc:
+                break
+        chosen.append(disk)
+        del pool[disk]
+    return chosen
