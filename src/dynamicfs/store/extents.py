@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from ..codec import DecodeError, Policy, blake3_digest, get_codec
+from ..codec import DecodeError, Policy, blake3_digest, get_codec, policy_for_codec
 from ..disks import FragmentError, FragmentHeader, FragmentMissing, LocalDisk
 from ..disks.fragment import HEADER_SIZE
 from ..obs.stats import Stats
@@ -168,7 +168,10 @@ class ExtentStore:
         fragments: list[tuple[int, int]], what: str = "",
     ) -> bytes:
         """Return the verified plaintext of an extent, reconstructing around bad fragments."""
-        policy = policy_for_codec(codec_id, k, m)
+        try:
+            policy = policy_for_codec(codec_id, k, m)
+        except DecodeError as exc:
+            raise ExtentUnreadable(str(exc)) from None
         codec = get_codec(policy)
         where = dict(fragments)  # index -> disk
         got: dict[int, bytes] = {}
@@ -249,13 +252,3 @@ class ExtentStore:
                 log.info("repaired fragment %s.%d on disk %d", digest.hex(), index, where[index])
             except OSError as exc:
                 log.warning("could not repair fragment %s.%d: %s", digest.hex(), index, exc)
-
-
-
-def policy_for_codec(codec_id: int, k: int, m: int) -> Policy:
-    """The policy an extent was written under, from the codec fields recorded with it."""
-    if codec_id == 1:
-        return Policy("rep", 1, m)
-    if codec_id == 2:
-        return Policy("ec", k, m)
-    raise ExtentUnreadable(f"unknown codec id {codec_id}")

@@ -1,0 +1,188 @@
+"""A disk that is a local directory: label, `fragments/` tree, space accounting.
+
+Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. Every write goes to a
+temporary name in the same directory, is fsynced, renamed into place and the directory
+fsynced, so a fragment is either wholly there or absent (invariant 1 of DESIGN.md). Temporary
+names start with ".tmp." so that GC can tell interrupted writes from fragments.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..codec import blake3_digest
+from .fragment import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing
+from .label import Label, LabelError, fsync_dir, read_label, write_label
+
+TMP_PREFIX = ".tmp."
+
+
+class LocalDisk:
+    """One disk directory. Thread-safe: the store calls it from worker threads."""
+
+    def __init__(self, root: Path, pool_uuid: bytes, capacity: int | None = None) -> None:
+        self.root = root
+        self.pool_uuid = pool_uuid
+        self.capacity_cap = capacity
+        self.frag_root = root / "fragments"
+        # Bytes of fragments this pool keeps here; seeded from metadata by the engine and
+        # kept current on every write and delete, so a capacity cap needs no directory walk.
+        self.used = 0
+        self._lock = threading.Lock()
+        self._known_dirs: set[str] = set()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, root: Path, pool_uuid: bytes, disk_uuid: str) -> None:
+        """Label a directory as a new disk of the pool (creating it if needed)."""
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            existing = read_label(root)
+        except LabelError as exc:
+            if (root / "dynamicfs-disk.json").exists():
+                raise LabelError(f"{root} has an unreadable disk label; refusing it ({exc})") \
+                    from None
+        else:
+            if existing.pool_uuid.bytes == pool_uuid:
+                raise LabelError(f"{root} is already a disk of this pool")
+            raise LabelError(f"{root} is a disk of another pool ({existing.pool_uuid}); "
+                             f"remove its label only if that pool is gone")
+        (root / "fragments").mkdir(exist_ok=True)
+        fsync_dir(root)
+        write_label(root, Label(uuid.UUID(bytes=pool_uuid), uuid.UUID(disk_uuid)))
+
+    def check_label(self) -> Label:
+        label = read_label(self.root)
+        if label.pool_uuid.bytes != self.pool_uuid:
+            raise LabelError(f"{self.root} belongs to pool {label.pool_uuid}, not this one")
+        return label
+
+    def usage(self) -> tuple[int, int]:
+        """(capacity, free) in bytes as the pool may use them (honouring a capacity cap)."""
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        if self.capacity_cap is not None:
+            total = min(total, self.capacity_cap)
+            free = max(0, min(free, self.capacity_cap - self.used))
+        return total, free
+
+    # -- fragments ---------------------------------------------------------------------------
+
+    def fragment_path(self, extent_id: bytes, index: int) -> Path:
+        h = extent_id.hex()
+        return self.frag_root / h[0:2] / h[2:4] / f"{h}.{index}"
+
+    def _ensure_dir(self, d: Path) -> None:
+        key = str(d)
+        if key in self._known_dirs:
+            return
+        if not d.is_dir():
+            for part in (d.parent, d):
+                if not part.is_dir():
+                    try:
+                        part.mkdir()
+                    except FileExistsError:
+                        pass
+                    fsync_dir(part.parent)
+        with self._lock:
+            self._known_dirs.add(key)
+
+    def write_fragment(self, header: FragmentHeader, payload: bytes | memoryview) -> int:
+        """Write one fragment durably; returns its size on disk."""
+        size = HEADER_SIZE + len(payload)
+        if self.capacity_cap is not None and self.used + size > self.capacity_cap:
+            raise OSError(errno.ENOSPC, f"disk {self.root} reached its capacity cap")
+        path = self.fragment_path(header.extent_id, header.index)
+        self._ensure_dir(path.parent)
+        tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(header.pack() + bytes(payload)) if len(payload) < 65536 else None
+            if view is not None:
+                _write_all(fd, view)
+            else:
+                _write_all(fd, memoryview(header.pack()))
+                _write_all(fd, memoryview(payload))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quiet(tmp)
+            raise
+        os.close(fd)
+        replaced = path.exists()
+        try:
+            os.rename(tmp, path)
+            fsync_dir(path.parent)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        if not replaced:
+            with self._lock:
+                self.used += size
+        return size
+
+    def read_fragment(self, extent_id: bytes, index: int) -> bytes:
+        """The payload of a fragment, verified against the BLAKE3 in its header."""
+        path = self.fragment_path(extent_id, index)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise FragmentMissing(f"fragment {path} is missing") from None
+        header = FragmentHeader.unpack(raw, str(path))
+        if header.pool_uuid != self.pool_uuid:
+            raise FragmentError(f"{path}: belongs to another pool")
+        if header.extent_id != extent_id or header.index != index:
+            raise FragmentError(f"{path}: header names another extent or index")
+        payload = memoryview(raw)[HEADER_SIZE:]
+        if len(payload) != header.payload_length:
+            raise FragmentError(f"{path}: payload is {len(payload)} bytes, header says "
+                                f"{header.payload_length}")
+        if blake3_digest(payload) != header.payload_hash:
+            raise FragmentError(f"{path}: payload checksum mismatch")
+        return bytes(payload)
+
+    def read_header(self, path: Path) -> FragmentHeader:
+        with open(path, "rb") as f:
+            return FragmentHeader.unpack(f.read(HEADER_SIZE), str(path))
+
+    def delete_fragment(self, extent_id: bytes, index: int) -> None:
+        path = self.fragment_path(extent_id, index)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self.used = max(0, self.used - size)
+
+    def iter_fragment_files(self) -> Iterator[Path]:
+        """Every fragment file and temporary file under fragments/ (for GC and fsck)."""
+        if not self.frag_root.is_dir():
+            return
+        for top in sorted(self.frag_root.iterdir()):
+            if not top.is_dir():
+                continue
+            for sub in sorted(top.iterdir()):
+                if sub.is_dir():
+                    yield from sorted(sub.iterdir())
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
