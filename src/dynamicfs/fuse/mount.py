@@ -1,0 +1,117 @@
+"""Mounting: the FUSE mount options, the pyfuse3 main loop, and a clean way to stop it.
+
+Request sizes: nothing needs asking for. libfuse 3 (3.14 here) sizes its buffer for
+FUSE_MAX_MAX_PAGES (256 pages) and negotiates max_write = 1 MiB with max_pages in the INIT reply
+on kernels >= 4.20, so the kernel already sends 1 MiB writes (and the writeback cache gathers
+small ones). Unlike fuse 2, libfuse 3 rejects `-o max_write=N` in fuse_session_new ("unknown
+option") — that knob now lives in fuse_conn_info, which pyfuse3 does not expose — and
+`-o max_read=N` could only lower the kernel's read size. So neither is offered here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from ..errors import DynamicFSError
+from .operations import Operations
+
+log = logging.getLogger(__name__)
+
+FS_NAME = "dynamicfs"
+BASE_OPTIONS = {
+    "default_permissions": None,  # the kernel checks modes; access() is then never called
+    "nosuid": None,
+    "nodev": None,
+    "fsname": FS_NAME,
+    "subtype": FS_NAME,
+}
+# Options that would undo a safety default, or that libfuse 3 no longer takes as mount options.
+REFUSED = {
+    "suid": "suid would let set-user-ID files on the pool run with their owner's rights",
+    "dev": "dev would let device nodes on the pool reach real devices",
+    "max_write": "libfuse 3 negotiates 1 MiB writes itself and rejects max_write",
+    "max_read": "max_read can only make reads smaller than the kernel's default",
+}
+# Pairs where giving both is a contradiction libfuse would settle silently.
+CONFLICTS = [("ro", "rw"), ("allow_other", "allow_root")]
+
+
+def build_options(user_options: list[str]) -> set[str]:
+    """The mount options for pyfuse3.init: our fixed set plus the user's `-o` items."""
+    opts: dict[str, str | None] = dict(BASE_OPTIONS)
+    for group in user_options:
+        for item in group.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            if key in REFUSED:
+                raise DynamicFSError(f"mount option '{key}' refused: {REFUSED[key]}")
+            opts[key] = value if sep else None
+    for a, b in CONFLICTS:
+        if a in opts and b in opts:
+            raise DynamicFSError(f"mount options '{a}' and '{b}' contradict each other")
+    return {key if value is None else f"{key}={value}" for key, value in opts.items()}
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """Whether the kernel still has a mount at `mountpoint`.
+
+    Reads /proc/self/mountinfo instead of stat()ing the path: once our main loop has
+    returned, nobody answers FUSE requests and a stat of the mountpoint would hang.
+    """
+    target = os.path.abspath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
+                    return True
+    except OSError:
+        # Without /proc, assume still mounted: an unneeded unmount attempt is harmless.
+        return True
+    return False
+
+
+async def serve_fuse(ops: Operations, mountpoint: Path, options: set[str], *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Mount `ops` at `mountpoint` and answer requests until unmounted or `request_stop()`."""
+    pyfuse3.init(ops, str(mountpoint), options)
+    try:
+        task_status.started()
+        await pyfuse3.main()
+    finally:
+        # The notifier must be quiet before the session it writes to is destroyed.
+        ops.notifier.stop()
+        # `fusermount -u` has already unmounted by the time main() returns; stop requests,
+        # signals and crashes leave the mount in place, and close() must take it down, or
+        # every access would fail with ENOTCONN.
+        unmount = is_mounted(mountpoint)
+        log.debug("closing FUSE session (unmount=%s)", unmount)
+        pyfuse3.close(unmount=unmount)
+
+
+def request_stop() -> None:
+    """Make a running `pyfuse3.main()` return; safe from the trio thread or any other thread."""
+    token = pyfuse3.trio_token
+    if token is None:
+        return
+    try:
+        current = trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        current = None
+    if current is token:
+        pyfuse3.terminate()
+    else:
+        trio.from_thread.run_sync(pyfuse3.terminate, trio_token=token)
