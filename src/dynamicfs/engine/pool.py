@@ -172,6 +172,18 @@ class Pool:
 
     # -- disks -------------------------------------------------------------------------------
 
+    def disk_rows(self) -> list[mdisks.DiskRow]:
+        return mdisks.list_disks(self.db)
+
+    def fragment_counts(self) -> dict[int, tuple[int, int]]:
+        """disk id -> (fragments, bytes) as the metadata records them."""
+        return mdisks.fragment_counts(self.db)
+
+    def count_disk_errors(self, errors: dict[tuple[int, str], int]) -> None:
+        with self.db.transaction():
+            for (disk, kind), n in errors.items():
+                mdisks.count_error(self.db, disk, kind, n)
+
     def open_disk(self, row: mdisks.DiskRow) -> LocalDisk:
         return LocalDisk(Path(row.path), self.uuid.bytes, row.capacity)
 

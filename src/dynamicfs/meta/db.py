@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -37,9 +38,13 @@ class Database:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=OFF")
             self.conn.execute("PRAGMA cache_size=-65536")
+            if not readonly:
+                self.conn.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             raise MetadataError(f"cannot open metadata database {path}: {exc}") from exc
         self.lock = threading.RLock()
+        self._ckpt_lock = threading.Lock()
+        self._ckpt_conn: sqlite3.Connection | None = None
         self._depth = 0
         self.path = path
         if create:
@@ -106,21 +111,44 @@ class Database:
             return self.conn.execute(sql, params).fetchall()
 
     def sync(self) -> None:
-        """Make every committed transaction durable (fsync of the WAL)."""
-        with self.lock:
-            self.conn.execute("PRAGMA synchronous=FULL")
+        """Make every committed transaction durable. Safe from any thread, without the lock.
+
+        Commits run with synchronous=NORMAL: they reach the WAL file but are not fsynced, so a
+        power loss could roll them back. fsync of the WAL file makes everything committed
+        before this call durable, without holding up the thread that keeps committing (the
+        group commit of fsync(2) calls, see docs/concurrency.md).
+        """
+        for suffix in ("-wal", ""):
             try:
-                # An empty write transaction with synchronous=FULL syncs the WAL up to here.
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.execute("UPDATE settings SET value=value WHERE key='format_version'")
-                self.conn.execute("COMMIT")
+                fd = os.open(f"{self.path}{suffix}", os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
             finally:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
+                os.close(fd)
 
     def checkpoint(self) -> None:
+        """Copy the WAL into the database file (PASSIVE: never waits for, or blocks, writers).
+
+        Runs in a worker thread on a connection of its own, so the trio thread's commits are
+        not held up; automatic checkpoints inside COMMIT are turned off for the same reason.
+        """
+        with self._ckpt_lock:
+            if self._ckpt_conn is None:
+                self._ckpt_conn = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False)
+            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def checkpoint_truncate(self) -> None:
+        """A full checkpoint that empties the WAL (at unmount, when nothing else writes)."""
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        with self._ckpt_lock:
+            if self._ckpt_conn is not None:
+                self._ckpt_conn.close()
+                self._ckpt_conn = None
         with self.lock:
             self.conn.close()

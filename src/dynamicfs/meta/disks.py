@@ -39,10 +39,10 @@ def add_disk(db: Database, uuid: str, path: str, tier: str, capacity: int | None
 _COUNTERS = {"read_errors", "write_errors", "checksum_errors"}
 
 
-def count_error(db: Database, disk: int, counter: str) -> None:
+def count_error(db: Database, disk: int, counter: str, n: int = 1) -> None:
     if counter not in _COUNTERS:
         raise ValueError(counter)
-    db.execute(f"UPDATE disks SET {counter} = {counter} + 1 WHERE id=?", (disk,))
+    db.execute(f"UPDATE disks SET {counter} = {counter} + ? WHERE id=?", (n, disk))
 
 
 def fragment_counts(db: Database) -> dict[int, tuple[int, int]]:

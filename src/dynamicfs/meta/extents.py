@@ -53,12 +53,14 @@ def set_block(db: Database, ino: int, idx: int, extent: int) -> int | None:
     return old
 
 
-def drop_blocks_from(db: Database, ino: int, first: int) -> list[int]:
-    """Remove blocks idx >= first; returns the extent id of each removed row."""
-    rows = [r[0] for r in db.query(
-        "SELECT extent FROM blocks WHERE inode=? AND idx >= ?", (ino, first))]
-    db.execute("DELETE FROM blocks WHERE inode=? AND idx >= ?", (ino, first))
-    return rows
+def drop_blocks_from(
+    db: Database, ino: int, first: int, keep: set[int] | frozenset[int] = frozenset()
+) -> list[int]:
+    """Remove blocks idx >= first except those in `keep`; returns each removed row's extent."""
+    rows = db.query("SELECT idx, extent FROM blocks WHERE inode=? AND idx >= ?", (ino, first))
+    gone = [(ino, idx) for idx, _ in rows if idx not in keep]
+    db.executemany("DELETE FROM blocks WHERE inode=? AND idx=?", gone)
+    return [extent for idx, extent in rows if idx not in keep]
 
 
 def drop_block(db: Database, ino: int, idx: int) -> int | None:

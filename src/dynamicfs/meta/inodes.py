@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .db import Database
 
-_COLS = "id, mode, uid, gid, size, nlink, rdev, atime_ns, mtime_ns, ctime_ns, policy"
+_COLS = "id, mode, uid, gid, size, nlink, rdev, atime_ns, mtime_ns, ctime_ns, policy, alloc"
 
 
 @dataclass
@@ -22,6 +22,7 @@ class InodeRow:
     mtime_ns: int
     ctime_ns: int
     policy: str | None
+    alloc: int
 
 
 def get_inode(db: Database, ino: int) -> InodeRow | None:
@@ -31,17 +32,18 @@ def get_inode(db: Database, ino: int) -> InodeRow | None:
 
 def create_inode(
     db: Database, mode: int, uid: int, gid: int, nlink: int, now_ns: int, rdev: int = 0,
-    ino: int | None = None,
+    ino: int | None = None, policy: str | None = None,
 ) -> int:
     cur = db.execute(
-        "INSERT INTO inodes (id, mode, uid, gid, size, nlink, rdev, atime_ns, mtime_ns, ctime_ns)"
-        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
-        (ino, mode, uid, gid, nlink, rdev, now_ns, now_ns, now_ns),
+        "INSERT INTO inodes (id, mode, uid, gid, size, nlink, rdev, atime_ns, mtime_ns, ctime_ns,"
+        " policy) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+        (ino, mode, uid, gid, nlink, rdev, now_ns, now_ns, now_ns, policy),
     )
     return int(cur.lastrowid)
 
 
-_UPDATABLE = {"mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "policy"}
+_UPDATABLE = {"mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "policy",
+              "alloc"}
 
 
 def update_inode(db: Database, ino: int, **fields: int | str | None) -> None:
@@ -109,6 +111,19 @@ def list_dir(db: Database, parent: int, after: int, limit: int) -> list[tuple[in
         "SELECT id, name, inode FROM dentries WHERE parent=? AND id > ? ORDER BY id LIMIT ?",
         (parent, after, limit),
     )
+
+
+def list_dir_plus(
+    db: Database, parent: int, after: int, limit: int
+) -> list[tuple[int, bytes, InodeRow]]:
+    """Like list_dir, with each entry's inode row (one query: readdir must stay cheap)."""
+    cols = ", ".join(f"i.{c.strip()}" for c in _COLS.split(","))
+    rows = db.query(
+        f"SELECT d.id, d.name, {cols} FROM dentries d JOIN inodes i ON i.id = d.inode"
+        " WHERE d.parent=? AND d.id > ? ORDER BY d.id LIMIT ?",
+        (parent, after, limit),
+    )
+    return [(r[0], r[1], InodeRow(*r[2:])) for r in rows]
 
 
 def parent_of(db: Database, ino: int) -> int | None:

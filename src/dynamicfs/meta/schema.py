@@ -34,7 +34,9 @@ CREATE TABLE disks (
 -- One row per inode. Times are integer nanoseconds since the epoch. `nlink` counts directory
 -- entries (directories: 2 + subdirectories). An inode with nlink = 0 lives only while the
 -- kernel still holds it open; rows left with nlink = 0 after a crash are purged at mount.
--- `policy` overrides the pool policy for new extents of this file or directory (NULL: inherit).
+-- `policy` overrides the pool policy for new extents of this file or directory (NULL: inherit);
+-- new inodes copy their parent directory's. `alloc` is the sum of the lengths of the extents the
+-- block map points at (what st_blocks reports), kept current by every block-map change.
 CREATE TABLE inodes (
     id       INTEGER PRIMARY KEY,
     mode     INTEGER NOT NULL,
@@ -46,7 +48,8 @@ CREATE TABLE inodes (
     atime_ns INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL,
-    policy   TEXT
+    policy   TEXT,
+    alloc    INTEGER NOT NULL DEFAULT 0
 );
 
 -- Directory entries. The rowid `id` only grows, so it is a stable readdir offset: entries added

@@ -31,3 +31,22 @@ def choose_disks(
         chosen.append(disk)
         del pool[disk]
     return chosen
+
+
+def usable_capacity(free: list[int], n: int) -> int:
+    """The most fragment-bytes per fragment index that `free` can hold for n-way placement.
+
+    The largest t with sum(min(f, t) for f in free) >= n * t: each extent puts one fragment of
+    size t on n distinct disks, so a disk contributes at most t. This is what statfs reports
+    (times K for erasure coding), the way btrfs reports RAID1 space over unequal devices.
+    """
+    if n <= 0 or len(free) < n:
+        return 0
+    lo, hi = 0, max(free)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(f, mid) for f in free) >= n * mid:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,587 @@
+"""File data: the write-back block cache, sealing of blocks into extents, and file commits.
+
+The life of a block (see docs/concurrency.md):
+
+    write ──▶ dirty buffer ──seal (threads: hash, encode, write fragments)──▶ pending extent
+          ──commit (one transaction per file)──▶ block map row
+
+* A dirty buffer is the newest content of a block and lives only in memory. A write that ends
+  on a block boundary seals the block in the background; random writes stay dirty until an
+  fsync, a release, the commit timer or memory pressure seals them.
+* A pending extent is durable on disks but not yet referenced by metadata. A file's pending
+  extents, its size and times are committed together in one transaction, so after a crash a
+  file shows the state of one of its commits, never a mix of blocks from different ones.
+* Every change to a block takes a new generation number from the file's clock. A seal result
+  is kept only if it is newer than what is pending, and dropped if a truncate cut the block
+  after the seal started (so stale bytes never come back when the file grows again).
+
+Everything here runs on the trio thread except the work handed to `trio.to_thread`: hashing,
+coding and fragment I/O. No transaction spans an await.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from ..codec import Policy, blake3_digest
+from ..errors import FsError
+from ..meta import Database
+from ..meta import extents as mext
+from ..meta import inodes as mino
+from ..obs.stats import Stats
+from ..store.extents import ExtentStore, ExtentUnreadable, SealedExtent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PendingExtent:
+    """An extent some uncommitted block map will point at, shared by all its users.
+
+    `sealed` holds fragments this mount wrote (not yet in the database); `extent_id` is set
+    once a database row exists. While `users` > 0 the extent is pinned: a refcount drop to zero
+    does not free it, since a commit is about to reference it.
+    """
+
+    digest: bytes
+    length: int
+    sealed: SealedExtent | None
+    extent_id: int | None
+    users: int = 0
+
+
+@dataclass(eq=False)
+class PendingBlock:
+    extent: PendingExtent | None  # None: the block becomes a hole
+    gen: int
+
+
+@dataclass(eq=False)
+class FileState:
+    """The in-memory state of one file with uncommitted or cached changes."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    policy: Policy
+    clock: int = 0
+    dirty: dict[int, bytearray] = field(default_factory=dict)
+    dirty_gen: dict[int, int] = field(default_factory=dict)
+    sealing: dict[int, trio.Event] = field(default_factory=dict)
+    pending: dict[int, PendingBlock] = field(default_factory=dict)
+    # Committed blocks at or after this index are gone (a truncate not yet committed).
+    trunc_from: int | None = None
+    # (first cut block, clock at the cut): seal results older than a cut are stale.
+    cuts: list[tuple[int, int]] = field(default_factory=list)
+    meta_dirty: bool = False
+    error: int | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.dirty or self.sealing or self.pending or self.meta_dirty
+                    or self.trunc_from is not None)
+
+
+class CleanCache:
+    """An LRU of verified extent plaintexts, keyed by digest, bounded in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, digest: bytes) -> bytes | None:
+        data = self._items.get(digest)
+        if data is not None:
+            self._items.move_to_end(digest)
+        return data
+
+    def put(self, digest: bytes, data: bytes) -> None:
+        if len(data) > self.limit or digest in self._items:
+            return
+        self._items[digest] = data
+        self.used += len(data)
+        while self.used > self.limit:
+            _, old = self._items.popitem(last=False)
+            self.used -= len(old)
+
+
+class BlockCache:
+    """Reads, writes, truncates and commits file data for the engine."""
+
+    def __init__(
+        self, db: Database, store: ExtentStore, stats: Stats, block_size: int,
+        cache_size: int, default_policy: Callable[[], Policy],
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.stats = stats
+        self.bs = block_size
+        self.default_policy = default_policy
+        self.files: dict[int, FileState] = {}
+        self.clean = CleanCache(cache_size // 2)
+        self.dirty_limit = max(cache_size // 2, 4 * block_size)
+        self.dirty_bytes = 0
+        self._space_freed = trio.Condition()
+        self._zero = bytes(block_size)
+        self._pending_by_digest: dict[bytes, PendingExtent] = {}
+        self._sealing_digest: dict[bytes, trio.Event] = {}
+        # Fragments of freed extents, deleted only after the metadata that dropped them is
+        # durable (invariant 2); digests listed here are not rewritten until then.
+        self.doomed: dict[bytes, list[tuple[int, int]]] = {}
+        self.seal_limiter = trio.CapacityLimiter(4)
+        self.nursery: trio.Nursery | None = None
+        self.request_deletion_flush: Callable[[], trio.Event] = lambda: _set_event()
+
+    # -- file state --------------------------------------------------------------------------
+
+    def state(self, ino: int, *, keep: bool = True) -> FileState:
+        """The live state of a file; `keep=False` gives a throwaway one for pure reads."""
+        fs = self.files.get(ino)
+        if fs is None:
+            row = mino.get_inode(self.db, ino)
+            if row is None:
+                raise FsError(errno.ENOENT)
+            policy = Policy.parse(row.policy) if row.policy else self.default_policy()
+            fs = FileState(ino, row.size, row.mtime_ns, row.ctime_ns, policy)
+            if keep:
+                self.files[ino] = fs
+        return fs
+
+    @asynccontextmanager
+    async def _locked(self, ino: int) -> AsyncIterator[FileState]:
+        """The file's state, locked against other writers and kept alive while held."""
+        while True:
+            fs = self.state(ino)
+            async with fs.lock:
+                # A commit may have retired this state while we waited for the lock.
+                if self.files.get(ino) is fs:
+                    yield fs
+                    return
+
+    def overlay(self, row: mino.InodeRow) -> mino.InodeRow:
+        """The live view of an inode row: size, times and an allocation estimate."""
+        fs = self.files.get(row.id)
+        if fs is None or not fs.busy:
+            return row
+        extra = sum(len(b) for b in fs.dirty.values()) + sum(
+            p.extent.length for p in fs.pending.values() if p.extent is not None)
+        return mino.InodeRow(
+            row.id, row.mode, row.uid, row.gid, fs.size, row.nlink, row.rdev, row.atime_ns,
+            fs.mtime_ns, max(fs.ctime_ns, row.ctime_ns), row.policy,
+            min(row.alloc + extra, fs.size + self.bs),
+        )
+
+    def touch(self, ino: int, mtime_ns: int | None = None, ctime_ns: int | None = None) -> None:
+        """Record time changes of a file that has a live state (kept with its next commit)."""
+        fs = self.files.get(ino)
+        if fs is not None:
+            if mtime_ns is not None:
+                fs.mtime_ns = mtime_ns
+            if ctime_ns is not None:
+                fs.ctime_ns = ctime_ns
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _extent_data(self, digest: bytes, load: Callable[[], bytes], what: str) -> bytes:
+        data = self.clean.get(digest)
+        if data is None:
+            try:
+                data = await trio.to_thread.run_sync(load)
+            except ExtentUnreadable as exc:
+                log.error("%s: %s", what, exc)
+                raise FsError(errno.EIO) from None
+            self.clean.put(digest, data)
+        return data
+
+    async def _committed_block(self, ino: int, idx: int) -> bytes | None:
+        eid = mext.block_extent(self.db, ino, idx)
+        if eid is None:
+            return None
+        ext = mext.get_extent(self.db, eid)
+        if ext is None:
+            log.error("inode %d block %d points at missing extent %d", ino, idx, eid)
+            raise FsError(errno.EIO)
+        frags = [(f.idx, f.disk) for f in mext.get_fragments(self.db, eid)]
+        what = f"inode {ino} block {idx}"
+        return await self._extent_data(ext.hash, lambda: self.store.read(
+            ext.hash, ext.length, ext.codec_id, ext.k, ext.m, frags, what), what)
+
+    async def _pending_block(self, ino: int, idx: int, pe: PendingExtent) -> bytes:
+        what = f"inode {ino} block {idx}"
+        if pe.sealed is not None:
+            se = pe.sealed
+            frags = [(i, d) for i, d, _ in se.fragments]
+            return await self._extent_data(pe.digest, lambda: self.store.read(
+                se.digest, se.length, se.codec_id, se.k, se.m, frags, what), what)
+        assert pe.extent_id is not None
+        ext = mext.get_extent(self.db, pe.extent_id)
+        assert ext is not None, "a pinned extent is never freed"
+        frags = [(f.idx, f.disk) for f in mext.get_fragments(self.db, pe.extent_id)]
+        return await self._extent_data(ext.hash, lambda: self.store.read(
+            ext.hash, ext.length, ext.codec_id, ext.k, ext.m, frags, what), what)
+
+    async def block(self, fs: FileState, idx: int) -> bytes | bytearray | None:
+        """The current content of block idx (None for a hole); may be shorter than a block."""
+        buf = fs.dirty.get(idx)
+        if buf is not None:
+            return buf
+        pb = fs.pending.get(idx)
+        if pb is not None:
+            return None if pb.extent is None else await self._pending_block(
+                fs.ino, idx, pb.extent)
+        if fs.trunc_from is not None and idx >= fs.trunc_from:
+            return None
+        return await self._committed_block(fs.ino, idx)
+
+    async def read(self, ino: int, offset: int, size: int) -> bytes:
+        fs = self.state(ino, keep=False)
+        end = min(offset + size, fs.size)
+        if offset >= end:
+            return b""
+        bs = self.bs
+        parts: list[bytes] = []
+        pos = offset
+        while pos < end:
+            idx, start = divmod(pos, bs)
+            stop = min(bs, end - idx * bs)
+            data = await self.block(fs, idx)
+            chunk = b"" if data is None else bytes(data[start:stop])
+            if len(chunk) < stop - start:
+                chunk += bytes(stop - start - len(chunk))
+            parts.append(chunk)
+            pos = idx * bs + stop
+        self.stats.incr("read_bytes", end - offset)
+        return b"".join(parts)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _wait_for_space(self) -> None:
+        while self.dirty_bytes > self.dirty_limit:
+            self._seal_oldest()
+            async with self._space_freed:
+                await self._space_freed.wait()
+
+    def _seal_oldest(self) -> None:
+        for fs in list(self.files.values()):
+            for idx in list(fs.dirty):
+                if idx not in fs.sealing:
+                    self.start_seal(fs, idx)
+                    return
+
+    async def _dirty_buffer(self, fs: FileState, idx: int, covers_all: bool) -> bytearray:
+        """The writable buffer of block idx, loading its current content unless overwritten."""
+        buf = fs.dirty.get(idx)
+        if buf is not None:
+            return buf
+        old = None if covers_all else await self.block(fs, idx)
+        buf = fs.dirty.get(idx)  # a concurrent reader-turned-writer cannot exist (file lock)
+        if buf is None:
+            buf = bytearray(old) if old is not None else bytearray()
+            # Stale bytes past EOF (left by an uncommitted shrink) must read back as zeros.
+            live = max(0, min(self.bs, fs.size - idx * self.bs))
+            del buf[live:]
+            fs.dirty[idx] = buf
+            self.dirty_bytes += len(buf)
+        return buf
+
+    async def write(self, ino: int, offset: int, data: bytes) -> int:
+        if not data:
+            return 0
+        await self._wait_for_space()
+        bs = self.bs
+        async with self._locked(ino) as fs:
+            if fs.error is not None:
+                err, fs.error = fs.error, None
+                raise FsError(err)
+            pos, view, end = offset, memoryview(data), offset + len(data)
+            while pos < end:
+                idx, start = divmod(pos, bs)
+                n = min(bs - start, end - pos)
+                # Old content is not needed when this write replaces all of it that is live.
+                covers = idx * bs >= fs.size or (start == 0 and (n == bs or pos + n >= fs.size))
+                buf = await self._dirty_buffer(fs, idx, covers)
+                before = len(buf)
+                if start > before:
+                    buf.extend(bytes(start - before))
+                buf[start:start + n] = view[pos - offset:pos - offset + n]
+                self.dirty_bytes += len(buf) - before
+                fs.dirty_gen[idx] = fs.tick()
+                pos += n
+                if start + n == bs:
+                    self.start_seal(fs, idx)
+            fs.size = max(fs.size, end)
+            fs.mtime_ns = fs.ctime_ns = time.time_ns()
+            fs.meta_dirty = True
+        self.stats.incr("write_bytes", len(data))
+        return len(data)
+
+    async def truncate(self, ino: int, size: int) -> None:
+        async with self._locked(ino) as fs:
+            bs = self.bs
+            if size < fs.size:
+                cut = -(-size // bs)  # first block wholly beyond the new end
+                clock = fs.tick()
+                fs.cuts.append((size // bs, clock))
+                for idx in [i for i in fs.dirty if i >= cut]:
+                    self._drop_dirty(fs, idx)
+                for idx in [i for i in fs.pending if i >= cut]:
+                    self._release(fs.pending.pop(idx).extent)
+                fs.trunc_from = cut if fs.trunc_from is None else min(fs.trunc_from, cut)
+                if size % bs:
+                    # The block holding the new end keeps only its head: make it dirty, cut.
+                    idx = size // bs
+                    buf = await self._dirty_buffer(fs, idx, False)
+                    keep = size - idx * bs
+                    if len(buf) > keep:
+                        self.dirty_bytes -= len(buf) - keep
+                        del buf[keep:]
+                    fs.dirty_gen[idx] = fs.tick()
+            fs.size = size
+            fs.mtime_ns = fs.ctime_ns = time.time_ns()
+            fs.meta_dirty = True
+
+    def _drop_dirty(self, fs: FileState, idx: int) -> None:
+        buf = fs.dirty.pop(idx)
+        fs.dirty_gen.pop(idx, None)
+        self.dirty_bytes -= len(buf)
+
+    # -- sealing -----------------------------------------------------------------------------
+
+    def start_seal(self, fs: FileState, idx: int) -> None:
+        """Seal block idx in the background (no-op if a seal of it is already running)."""
+        if idx in fs.sealing or idx not in fs.dirty:
+            return
+        assert self.nursery is not None
+        done = trio.Event()
+        fs.sealing[idx] = done
+        self.nursery.start_soon(self._seal, fs, idx, done)
+
+    async def _seal(self, fs: FileState, idx: int, done: trio.Event) -> None:
+        gen = fs.dirty_gen[idx]
+        data = bytes(fs.dirty[idx])
+        try:
+            async with self.seal_limiter:
+                pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
+        except FsError as exc:
+            fs.error = exc.errno
+            log.error("inode %d: could not store block %d: %s", fs.ino, idx, exc)
+            self.stats.incr("seal_errors")
+            if fs.dirty_gen.get(idx) == gen:
+                self._drop_dirty(fs, idx)  # the error is reported at fsync/close, as Linux does
+        else:
+            self._accept_seal(fs, idx, gen, pe, data)
+        finally:
+            del fs.sealing[idx]
+            done.set()
+            async with self._space_freed:
+                self._space_freed.notify_all()
+
+    def _accept_seal(
+        self, fs: FileState, idx: int, gen: int, pe: PendingExtent | None, data: bytes
+    ) -> None:
+        """Make a finished seal the block's pending content unless something newer exists."""
+        stale = any(idx >= first and gen <= at for first, at in fs.cuts)
+        current = fs.pending.get(idx)
+        if stale or (current is not None and current.gen > gen) or self.files.get(
+                fs.ino) is not fs:
+            self._release(pe)
+            return
+        if current is not None:
+            self._release(current.extent)
+        fs.pending[idx] = PendingBlock(pe, gen)  # takes over the reference we were handed
+        if fs.dirty_gen.get(idx) == gen:
+            self._drop_dirty(fs, idx)
+            if pe is not None:
+                self.clean.put(pe.digest, data)
+        if len(fs.sealing) <= 1:
+            fs.cuts.clear()  # no seal that started before a cut is still running
+
+    async def _store_extent(
+        self, data: bytes, policy: Policy, what: str
+    ) -> PendingExtent | None:
+        """A referenced PendingExtent holding `data` (None for all zeros: a hole)."""
+        if data == self._zero[:len(data)]:
+            return None
+        digest = await trio.to_thread.run_sync(blake3_digest, data)
+        while True:
+            pe = self._pending_by_digest.get(digest)
+            if pe is not None:
+                pe.users += 1
+                self.stats.incr("dedup_hits")
+                return pe
+            busy = self._sealing_digest.get(digest)
+            if busy is not None:
+                await busy.wait()
+                continue
+            if digest in self.doomed:
+                await self.request_deletion_flush().wait()
+                continue
+            break
+        row = mext.find_extent(self.db, digest)
+        if row is not None:
+            pe = PendingExtent(digest, row.length, None, row.id, users=1)
+            self._pending_by_digest[digest] = pe
+            self.stats.incr("dedup_hits")
+            return pe
+        busy = self._sealing_digest[digest] = trio.Event()
+        try:
+            sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
+        except OSError as exc:
+            raise FsError(exc.errno or errno.EIO, f"{what}: {exc}") from None
+        finally:
+            del self._sealing_digest[digest]
+            busy.set()
+        pe = PendingExtent(digest, len(data), sealed, None, users=1)
+        self._pending_by_digest[digest] = pe
+        return pe
+
+    def _release(self, pe: PendingExtent | None) -> None:
+        """Drop one user of a pending extent; forget it (and its fragments) when unused."""
+        if pe is None:
+            return
+        pe.users -= 1
+        if pe.users > 0:
+            return
+        if self._pending_by_digest.get(pe.digest) is pe:
+            del self._pending_by_digest[pe.digest]
+        if pe.extent_id is None:
+            # Never committed: its fragments are orphans now.
+            assert pe.sealed is not None
+            self.doomed.setdefault(pe.digest, []).extend(
+                (i, d) for i, d, _ in pe.sealed.fragments)
+        else:
+            row = mext.get_extent(self.db, pe.extent_id)
+            if row is not None and row.refcount == 0:
+                with self.db.transaction():
+                    self._free_extent(pe.extent_id)
+
+    async def seal_all(self, fs: FileState) -> None:
+        """Seal every dirty block of `fs` and wait until no seal of it is running."""
+        for _ in range(8):
+            for idx in list(fs.dirty):
+                self.start_seal(fs, idx)
+            if not fs.sealing:
+                return
+            for ev in list(fs.sealing.values()):
+                await ev.wait()
+
+    # -- committing --------------------------------------------------------------------------
+
+    def _free_extent(self, extent_id: int) -> None:
+        """Within a transaction: forget an extent with no references unless it is pinned."""
+        row = mext.get_extent(self.db, extent_id)
+        if row is None or row.refcount > 0:
+            return
+        pe = self._pending_by_digest.get(row.hash)
+        if pe is not None and pe.users > 0:
+            return
+        frags = mext.delete_extent(self.db, extent_id)
+        self.doomed.setdefault(row.hash, []).extend((f.idx, f.disk) for f in frags)
+        self.stats.incr("extents_freed")
+
+    def _unref(self, extent_id: int) -> int:
+        """Within a transaction: drop one reference; returns the extent's length."""
+        row = mext.get_extent(self.db, extent_id)
+        if row is None:
+            return 0
+        if mext.decref(self.db, extent_id):
+            self._free_extent(extent_id)
+        return row.length
+
+    def commit(self, fs: FileState) -> None:
+        """Apply everything sealed of `fs` to the database in one transaction."""
+        if not (fs.pending or fs.meta_dirty or fs.trunc_from is not None):
+            return
+        if mino.get_inode(self.db, fs.ino) is None:
+            self.forget_file(fs.ino)
+            return
+        pending, fs.pending = fs.pending, {}
+        trunc_from, fs.trunc_from = fs.trunc_from, None
+        with self.db.transaction():
+            row = mino.get_inode(self.db, fs.ino)
+            assert row is not None
+            alloc = row.alloc
+            if trunc_from is not None:
+                for eid in mext.drop_blocks_from(self.db, fs.ino, trunc_from,
+                                                 keep=set(pending)):
+                    alloc -= self._unref(eid)
+            for idx, pb in pending.items():
+                pe = pb.extent
+                if pe is None:
+                    old = mext.drop_block(self.db, fs.ino, idx)
+                else:
+                    if pe.extent_id is None:
+                        se = pe.sealed
+                        assert se is not None
+                        pe.extent_id = mext.add_extent(
+                            self.db, se.digest, se.length, se.codec_id, se.k, se.m,
+                            se.fragments)
+                    mext.incref(self.db, pe.extent_id)
+                    old = mext.set_block(self.db, fs.ino, idx, pe.extent_id)
+                    alloc += pe.length
+                if old is not None:
+                    alloc -= self._unref(old)
+            mino.update_inode(self.db, fs.ino, size=fs.size, mtime_ns=fs.mtime_ns,
+                              ctime_ns=max(fs.ctime_ns, row.ctime_ns), alloc=max(0, alloc))
+            fs.meta_dirty = False
+        for pb in pending.values():
+            self._release(pb.extent)
+        self.stats.incr("file_commits")
+        if not fs.busy and not fs.lock.locked():
+            del self.files[fs.ino]
+
+    async def flush_file(self, ino: int) -> None:
+        """Seal and commit everything of one file (not yet durable: see Engine.fsync)."""
+        fs = self.files.get(ino)
+        if fs is None:
+            return
+        await self.seal_all(fs)
+        if self.files.get(ino) is fs:
+            self.commit(fs)
+        if fs.error is not None:
+            err, fs.error = fs.error, None
+            raise FsError(err)
+
+    async def flush_all(self) -> None:
+        for ino in list(self.files):
+            try:
+                await self.flush_file(ino)
+            except FsError as exc:
+                log.error("inode %d: data lost at flush: %s", ino, exc)
+
+    def forget_file(self, ino: int) -> None:
+        """Drop all cached state of a deleted file (its uncommitted data is garbage)."""
+        fs = self.files.pop(ino, None)
+        if fs is None:
+            return
+        for idx in list(fs.dirty):
+            self._drop_dirty(fs, idx)
+        for pb in fs.pending.values():
+            self._release(pb.extent)
+        fs.pending.clear()
+
+    def drop_all_blocks(self, ino: int) -> None:
+        """Within a transaction: release every block of a file being deleted."""
+        for eid in mext.drop_blocks_from(self.db, ino, 0):
+            self._unref(eid)
+
+
+def _set_event() -> trio.Event:
+    ev = trio.Event()
+    ev.set()
+    return ev

@@ -1,0 +1,506 @@
+"""The engine: the filesystem as the FUSE layer and the control server see it.
+
+It owns what outlives single operations: open handles, kernel lookup counts, the deferred
+freeing of unlinked inodes, durability (group-committed metadata syncs, deletion of freed
+fragments once that is durable) and the background commit timer. Namespace changes are
+delegated to `Namespace`, file data to `BlockCache`. Nothing here knows about FUSE.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from ..codec import Policy
+from ..disks import LabelError
+from ..errors import DynamicFSError, FsError
+from ..meta import inodes as mino
+from ..meta import maintenance as mmaint
+from ..meta.schema import ROOT_INODE
+from ..obs.stats import Stats
+from ..store.extents import ExtentStore
+from ..store.placement import usable_capacity
+from .blockcache import BlockCache
+from .namespace import Namespace
+from .pool import Pool
+from .types import Attr, Ctx, DirEntry, SetAttr, StatFs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 256 << 20
+COMMIT_INTERVAL = 5.0
+# Unlinked-but-open inodes and the like stay far below this; it is what statfs reports.
+MAX_INODES = 1 << 32
+
+
+class _NoInvalidator:
+    def invalidate_inode(self, ino: int) -> None:
+        pass
+
+    def invalidate_entry(self, parent: int, name: bytes) -> None:
+        pass
+
+
+class Engine:
+    def __init__(
+        self, pool: Pool, *, cache_size: int = DEFAULT_CACHE_SIZE,
+        commit_interval: float = COMMIT_INTERVAL,
+    ) -> None:
+        self.pool = pool
+        self.db = pool.db
+        self.stats = Stats()
+        self.commit_interval = commit_interval
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dynamicfs-io")
+        self.store = ExtentStore(pool.uuid.bytes, self.executor, self.stats,
+                                 on_disk_error=self._count_disk_error)
+        self._policy = pool.policy
+        self.ns = Namespace(self.db, pool.block_size)
+        self.data = BlockCache(self.db, self.store, self.stats, pool.block_size, cache_size,
+                               lambda: self._policy)
+        self.ns.overlay = self.data.overlay
+        self.data.request_deletion_flush = self._request_deletion_round
+        self.invalidator: object = _NoInvalidator()
+        self.readonly = False
+        self.lookups: Counter[int] = Counter()
+        self.opens: Counter[int] = Counter()
+        self.handles: dict[int, int] = {}
+        self._atime_checked: set[int] = set()
+        self._next_fh = 1
+        self._disk_errors: Counter[tuple[int, str]] = Counter()
+        self._disk_errors_lock = threading.Lock()
+        self._sync_lock = trio.Lock()
+        self._sync_requested = 0
+        self._synced = 0
+        self._round_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._space_cache: tuple[float, int] = (0.0, 0)
+        self._attach_disks()
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def _attach_disks(self) -> None:
+        used = {d: b for d, (_, b) in self.pool_fragment_counts().items()}
+        for row in self.pool.disk_rows():
+            disk = self.pool.open_disk(row)
+            disk.used = used.get(row.id, 0)
+            try:
+                disk.check_label()
+                ok = row.state not in ("failed", "draining")
+            except (LabelError, OSError) as exc:
+                log.error("disk %d (%s) is unavailable: %s", row.id, row.path, exc)
+                ok = False
+            self.store.attach(row.id, disk, writable=ok)
+
+    def pool_fragment_counts(self) -> dict[int, tuple[int, int]]:
+        return self.pool.fragment_counts()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Engine]:
+        """Run the background work; on exit flush everything and make it durable."""
+        self._recover()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.data.nursery = nursery
+            nursery.start_soon(self._commit_loop)
+            try:
+                yield self
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.commit_all()
+                    await trio.to_thread.run_sync(self.db.checkpoint_truncate)
+                nursery.cancel_scope.cancel()
+        self.executor.shutdown(wait=True)
+        log.info("engine stopped: all data committed and synced")
+
+    def _recover(self) -> None:
+        """Finish what a crash interrupted: inodes nobody links, extents nobody references."""
+        with self.db.transaction():
+            for ino in mino.unlinked_inodes(self.db):
+                if ino != ROOT_INODE:
+                    self.data.drop_all_blocks(ino)
+                    mino.delete_inode(self.db, ino)
+            for eid in mmaint.unreferenced_extents(self.db):
+                self.data._free_extent(eid)
+        if self.data.doomed:
+            log.info("recovery: %d unreferenced extents queued for deletion",
+                     len(self.data.doomed))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await trio.sleep(self.commit_interval)
+            await self.commit_all()
+            await trio.to_thread.run_sync(self.db.checkpoint)
+
+    async def commit_all(self) -> None:
+        """Commit every file's cached changes and make all metadata durable."""
+        await self.data.flush_all()
+        self._flush_disk_errors()
+        await self.sync_metadata()
+        await self._deletion_round()
+
+    # -- durability --------------------------------------------------------------------------
+
+    async def sync_metadata(self) -> None:
+        """Group commit: one WAL fsync covers every caller that committed before it began."""
+        self._sync_requested += 1
+        mine = self._sync_requested
+        async with self._sync_lock:
+            if self._synced >= mine:
+                return
+            upto = self._sync_requested
+            await trio.to_thread.run_sync(self.db.sync)
+            self._synced = upto
+        self.stats.incr("metadata_syncs")
+
+    async def _deletion_round(self) -> None:
+        """Delete fragments of freed extents once the metadata that freed them is durable."""
+        async with self._round_lock:
+            doomed, self.data.doomed = self.data.doomed, {}
+            if not doomed:
+                return
+            await self.sync_metadata()
+            await trio.to_thread.run_sync(self._delete_fragments, doomed)
+
+    def _delete_fragments(self, doomed: dict[bytes, list[tuple[int, int]]]) -> None:
+        for digest, frags in doomed.items():
+            self.store.delete(digest, frags)
+            self.stats.incr("fragments_deleted", len(frags))
+
+    def _request_deletion_round(self) -> trio.Event:
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                await self._deletion_round()
+            finally:
+                done.set()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(run)
+        return done
+
+    def _count_disk_error(self, disk: int, kind: str) -> None:
+        # Called from worker threads: counted in memory, written with the next commit.
+        with self._disk_errors_lock:
+            self._disk_errors[(disk, kind)] += 1
+
+    def _flush_disk_errors(self) -> None:
+        with self._disk_errors_lock:
+            errors, self._disk_errors = self._disk_errors, Counter()
+        if errors:
+            self.pool.count_disk_errors(errors)
+
+    # -- lookups and handles -----------------------------------------------------------------
+
+    def remember(self, ino: int) -> None:
+        self.lookups[ino] += 1
+
+    def _entry(self, attr: Attr) -> Attr:
+        self.lookups[attr.ino] += 1
+        return attr
+
+    async def forget(self, items: list[tuple[int, int]]) -> None:
+        for ino, n in items:
+            left = self.lookups[ino] - n
+            if left > 0:
+                self.lookups[ino] = left
+            else:
+                self.lookups.pop(ino, None)
+                self._maybe_delete(ino)
+
+    def _new_handle(self, ino: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = ino
+        self.opens[ino] += 1
+        return fh
+
+    def _ino(self, fh: int) -> int:
+        try:
+            return self.handles[fh]
+        except KeyError:
+            raise FsError(errno.EBADF) from None
+
+    def _maybe_delete(self, ino: int) -> None:
+        """Free an inode once it has no name, no open handle and no kernel reference."""
+        if ino == ROOT_INODE or self.lookups.get(ino) or self.opens.get(ino):
+            return
+        row = mino.get_inode(self.db, ino)
+        if row is None or row.nlink > 0:
+            return
+        self.data.forget_file(ino)
+        with self.db.transaction():
+            self.data.drop_all_blocks(ino)
+            mino.delete_inode(self.db, ino)
+        self.ns.has_capability.discard(ino)
+        self.stats.incr("inodes_freed")
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise FsError(errno.EROFS)
+
+    # -- namespace ---------------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
+        return self._entry(self.ns.lookup(parent, name))
+
+    async def getattr(self, ino: int) -> Attr:
+        return self.ns.getattr(ino)
+
+    async def setattr(self, ino: int, changes: SetAttr, ctx: Ctx | None = None) -> Attr:
+        self._writable()
+        now = time.time_ns()
+        row = self.ns.row(ino)
+        if changes.size is not None:
+            if stat.S_ISDIR(row.mode):
+                raise FsError(errno.EISDIR)
+            if not stat.S_ISREG(row.mode):
+                raise FsError(errno.EINVAL)
+            if changes.size < 0:
+                raise FsError(errno.EINVAL)
+            if changes.size > row.size:
+                self._check_space(changes.size - row.size, sparse=True)
+            await self.data.truncate(ino, changes.size)
+        fields: dict[str, int] = {}
+        for name in ("mode", "uid", "gid", "atime_ns", "mtime_ns"):
+            value = getattr(changes, name)
+            if value is not None:
+                fields[name] = value
+        if "mode" in fields:
+            fields["mode"] = (row.mode & ~0o7777) | (fields["mode"] & 0o7777)
+        fields["ctime_ns"] = changes.ctime_ns if changes.ctime_ns is not None else now
+        self.ns.set_attrs(ino, **fields)
+        self.data.touch(ino, mtime_ns=fields.get("mtime_ns"), ctime_ns=fields["ctime_ns"])
+        return self.ns.getattr(ino)
+
+    async def readlink(self, ino: int) -> bytes:
+        return self.ns.readlink(ino)
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Attr:
+        self._writable()
+        if stat.S_IFMT(mode) == 0:
+            mode |= stat.S_IFREG
+        if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+            raise FsError(errno.EINVAL)
+        return self._entry(self.ns.make(parent, name, mode, ctx, rdev=rdev))
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Attr:
+        self._writable()
+        return self._entry(self.ns.make(parent, name, stat.S_IFDIR | (mode & 0o7777), ctx))
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx) -> Attr:
+        self._writable()
+        return self._entry(self.ns.make(parent, name, stat.S_IFLNK | 0o777, ctx, target=target))
+
+    async def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx) -> Attr:
+        self._writable()
+        return self._entry(self.ns.link(ino, new_parent, new_name))
+
+    async def unlink(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        self._writable()
+        freed = self.ns.unlink(parent, name)
+        if freed is not None:
+            self._maybe_delete(freed)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        self._writable()
+        self._maybe_delete(self.ns.rmdir(parent, name))
+
+    async def rename(
+        self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes, flags: int,
+        ctx: Ctx | None = None,
+    ) -> None:
+        self._writable()
+        freed = self.ns.rename(parent_old, name_old, parent_new, name_new, flags)
+        if freed is not None:
+            self._maybe_delete(freed)
+
+    async def opendir(self, ino: int, ctx: Ctx | None = None) -> int:
+        if not stat.S_ISDIR(self.ns.row(ino).mode):
+            raise FsError(errno.ENOTDIR)
+        return ino
+
+    async def readdir(self, ino: int, offset: int) -> list[DirEntry]:
+        return [DirEntry(n, a, o) for n, a, o in self.ns.readdir(ino, offset)]
+
+    async def releasedir(self, fh: int) -> None:
+        pass
+
+    async def fsyncdir(self, ino: int, datasync: bool) -> None:
+        await self.sync_metadata()
+
+    async def access(self, ino: int, mode: int, ctx: Ctx) -> None:
+        row = self.ns.row(ino)
+        if mode == os.F_OK or ctx.uid == 0 and not (mode & os.X_OK):
+            return
+        if ctx.uid == 0:
+            if row.mode & 0o111 or stat.S_ISDIR(row.mode):
+                return
+            raise FsError(errno.EACCES)
+        if ctx.uid == row.uid:
+            granted = (row.mode >> 6) & 7
+        elif ctx.gid == row.gid:
+            granted = (row.mode >> 3) & 7
+        else:
+            granted = row.mode & 7
+        if mode & ~granted & 7:
+            raise FsError(errno.EACCES)
+
+    # -- xattrs ------------------------------------------------------------------------------
+
+    async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
+        return self.ns.getxattr(ino, name)
+
+    async def setxattr(
+        self, ino: int, name: bytes, value: bytes, ctx: Ctx | None = None, flags: int = 0
+    ) -> None:
+        self._writable()
+        self.ns.setxattr(ino, name, value, flags)
+
+    async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        return self.ns.listxattr(ino)
+
+    async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
+        self._writable()
+        self.ns.removexattr(ino, name)
+
+    # -- file data ---------------------------------------------------------------------------
+
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx
+    ) -> tuple[int, Attr]:
+        self._writable()
+        attr = self._entry(self.ns.make(parent, name, stat.S_IFREG | (mode & 0o7777), ctx))
+        return self._new_handle(attr.ino), attr
+
+    async def open(self, ino: int, flags: int, ctx: Ctx | None = None) -> tuple[int, bool]:
+        row = self.ns.row(ino)
+        if stat.S_ISDIR(row.mode):
+            raise FsError(errno.EISDIR)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            self._writable()
+        if flags & os.O_TRUNC and stat.S_ISREG(row.mode) and row.size:
+            await self.data.truncate(ino, 0)
+        # Every change reaches us through the kernel, so its page cache is never stale.
+        return self._new_handle(ino), True
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        ino = self._ino(fh)
+        if fh not in self._atime_checked:
+            self._atime_checked.add(fh)
+            self.ns.touch_atime(self.ns.row(ino))
+        return await self.data.read(ino, offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        self._writable()
+        ino = self._ino(fh)
+        self._check_space(len(data))
+        return await self.data.write(ino, offset, data)
+
+    async def flush(self, fh: int) -> None:
+        ino = self._ino(fh)
+        fs = self.data.files.get(ino)
+        if fs is not None:
+            # Start writing out what close leaves behind; the commit timer or the next fsync
+            # commits it. Waiting here would make every close as slow as an fsync.
+            for idx in list(fs.dirty):
+                self.data.start_seal(fs, idx)
+            if fs.error is not None:
+                err, fs.error = fs.error, None
+                raise FsError(err)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        ino = self._ino(fh)
+        await self.data.flush_file(ino)
+        await self.sync_metadata()
+
+    async def release(self, fh: int) -> None:
+        ino = self.handles.pop(fh, None)
+        self._atime_checked.discard(fh)
+        if ino is None:
+            return
+        self.opens[ino] -= 1
+        if self.opens[ino] <= 0:
+            del self.opens[ino]
+            self._maybe_delete(ino)
+
+    def _check_space(self, nbytes: int, sparse: bool = False) -> None:
+        """Refuse a write up front when the pool cannot hold it (ENOSPC at write time)."""
+        now = time.monotonic()
+        at, free = self._space_cache
+        if now - at > 0.5:
+            free = self._usable_free()
+            self._space_cache = (now, free)
+        if sparse:
+            return
+        if free - self.data.dirty_bytes < nbytes:
+            self._space_cache = (0.0, 0)
+            if self._usable_free() - self.data.dirty_bytes < nbytes:
+                self.stats.incr("write_enospc")
+                raise FsError(errno.ENOSPC)
+
+    # -- pool-wide reports and administration -------------------------------------------------
+
+    def _usable_free(self) -> int:
+        policy = self._policy
+        usable = usable_capacity(list(self.store.free_space().values()), policy.n_fragments)
+        return usable * policy.k
+
+    async def statfs(self) -> StatFs:
+        frsize = 4096
+        policy = self._policy
+        caps = []
+        for disk_id, disk in self.store.disks().items():
+            try:
+                caps.append(disk.usage()[0])
+            except OSError:
+                log.debug("disk %d: no usage", disk_id)
+        total = usable_capacity(caps, policy.n_fragments) * policy.k
+        free = self._usable_free()
+        files = mino.count_inodes(self.db)
+        return StatFs(
+            bsize=self.pool.block_size, frsize=frsize, blocks=total // frsize,
+            bfree=free // frsize, bavail=free // frsize, files=MAX_INODES,
+            ffree=MAX_INODES - files, favail=MAX_INODES - files, namemax=255,
+        )
+
+    def status(self) -> dict:
+        report = self.pool.status()
+        report.update({
+            "mounted": True, "readonly": self.readonly, "open_files": len(self.opens),
+            "cache": {"dirty_bytes": self.data.dirty_bytes, "clean_bytes": self.data.clean.used,
+                      "files": len(self.data.files)},
+            "counters": self.stats.snapshot(),
+        })
+        return report
+
+    def list_disks(self) -> list[dict]:
+        return self.pool.disk_report()
+
+    async def add_disk(
+        self, path: Path, tier: str | None = None, capacity: int | None = None,
+        mountpoint: Path | None = None,
+    ) -> dict:
+        row = self.pool.add_disk(path, tier, capacity, mountpoint)
+        self.store.attach(row.id, self.pool.open_disk(row), writable=True)
+        self._space_cache = (0.0, 0)
+        return next(d for d in self.pool.disk_report() if d["id"] == row.id)
+
+    def set_policy(self, text: str) -> None:
+        try:
+            policy = Policy.parse(text)
+        except ValueError as exc:
+            raise DynamicFSError(str(exc)) from None
+        self.pool.set_policy(policy)
+        self._policy = policy
