@@ -453,20 +453,29 @@ class Engine:
     # -- pool-wide reports and administration -------------------------------------------------
 
     def _usable_free(self) -> int:
+        return self._usable(list(self.store.free_space().values()))
+
+    def _usable(self, sizes: list[int]) -> int:
+        """User bytes that fit in `sizes` (per-disk bytes) under the pool policy.
+
+        With fewer disks than fragments (disks missing), writes go degraded, so count as many
+        fragments as there are disks.
+        """
         policy = self._policy
-        usable = usable_capacity(list(self.store.free_space().values()), policy.n_fragments)
-        return usable * policy.k
+        n = min(policy.n_fragments, len(sizes))
+        if n < max(1, policy.min_fragments):
+            return 0
+        return usable_capacity(sizes, n) * policy.k
 
     async def statfs(self) -> StatFs:
         frsize = 4096
-        policy = self._policy
         caps = []
         for disk_id, disk in self.store.disks().items():
             try:
                 caps.append(disk.usage()[0])
             except OSError:
                 log.debug("disk %d: no usage", disk_id)
-        total = usable_capacity(caps, policy.n_fragments) * policy.k
+        total = self._usable(caps)
         free = self._usable_free()
         files = mino.count_inodes(self.db)
         return StatFs(

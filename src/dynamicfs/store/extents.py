@@ -87,22 +87,39 @@ class ExtentStore:
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, data: bytes, policy: Policy, digest: bytes | None = None) -> SealedExtent:
-        """Encode `data` under `policy` and write every fragment durably on distinct disks."""
+        """Encode `data` under `policy` and write every fragment durably on distinct disks.
+
+        With fewer writable disks than the policy has fragments (disks went missing), the
+        extent is written degraded: the data shards (or as many replicas as there are disks)
+        first, as long as it stays readable; a rebuild restores full redundancy later. Full
+        disks never cause a degraded write: that is ENOSPC.
+        """
         digest = digest or blake3_digest(data)
         codec = get_codec(policy)
         payloads = codec.encode(data)
+        hashes = ([digest] * len(payloads) if policy.kind == "rep"
+                  else [blake3_digest(p) for p in payloads])
         need = HEADER_SIZE + (len(payloads[0]) if payloads else 0)
         free = self.free_space()
+        want = min(len(payloads), len(free))
+        if want < policy.min_fragments or want < 1:
+            self.stats.incr("write_no_disks")
+            raise OSError(errno.EIO, f"only {len(free)} writable disks; {policy} needs at "
+                          f"least {max(1, policy.min_fragments)} to store anything")
+        if want < len(payloads):
+            self.stats.incr("degraded_writes")
+            log.warning("writing extent %s degraded: %d of %d fragments (%d writable disks)",
+                        digest.hex(), want, len(payloads), len(free))
         placed: dict[int, tuple[int, int]] = {}  # index -> (disk, size)
         tried: set[int] = set()
-        pending = list(range(len(payloads)))
+        pending = list(range(want))
         while pending:
             used = {d for d, _ in placed.values()}
             targets = choose_disks(free, len(pending), need, exclude=used | tried)
             if len(targets) < len(pending):
                 self._discard(digest, placed)
                 self.stats.incr("write_enospc")
-                raise OSError(errno.ENOSPC, f"no set of {policy.n_fragments} disks can hold "
+                raise OSError(errno.ENOSPC, f"no set of {want} disks can hold "
                               f"a {need}-byte fragment under {policy}")
             futures: dict[int, tuple[int, Future[int]]] = {}
             for index, disk_id in zip(pending, targets, strict=True):
@@ -110,7 +127,7 @@ class ExtentStore:
                     pool_uuid=self.pool_uuid, extent_id=digest, index=index,
                     codec_id=codec.codec_id, k=policy.k, m=policy.m,
                     extent_length=len(data), payload_length=len(payloads[index]),
-                    payload_hash=blake3_digest(payloads[index]),
+                    payload_hash=hashes[index],
                 )
                 disk = self._disks[disk_id]
                 futures[index] = (disk_id, self.executor.submit(
