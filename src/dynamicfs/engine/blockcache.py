@@ -140,6 +140,8 @@ class BlockCache:
         self._zero = bytes(block_size)
         self._pending_by_digest: dict[bytes, PendingExtent] = {}
         self._sealing_digest: dict[bytes, trio.Event] = {}
+        self._loading: dict[bytes, trio.Event] = {}
+        self._prefetching: set[tuple[int, int]] = set()
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
         self.doomed: dict[bytes, list[tuple[int, int]]] = {}
@@ -199,14 +201,42 @@ class BlockCache:
 
     async def _extent_data(self, digest: bytes, load: Callable[[], bytes], what: str) -> bytes:
         data = self.clean.get(digest)
-        if data is None:
+        while data is None:
+            busy = self._loading.get(digest)
+            if busy is not None:
+                # Someone is already fetching it (a readahead, say): share the result.
+                await busy.wait()
+                data = self.clean.get(digest)
+                continue
+            busy = self._loading[digest] = trio.Event()
             try:
                 data = await trio.to_thread.run_sync(load)
             except ExtentUnreadable as exc:
                 log.error("%s: %s", what, exc)
                 raise FsError(errno.EIO) from None
+            finally:
+                del self._loading[digest]
+                busy.set()
             self.clean.put(digest, data)
         return data
+
+    def _readahead(self, fs: FileState, idx: int) -> None:
+        """Fetch block idx in the background, so a sequential reader finds it decoded."""
+        key = (fs.ino, idx)
+        if (idx * self.bs >= fs.size or key in self._prefetching or idx in fs.dirty
+                or self.nursery is None):
+            return
+        self._prefetching.add(key)
+
+        async def fetch() -> None:
+            try:
+                await self.block(fs, idx)
+            except FsError:
+                pass  # the reader will meet (and report) the same error itself
+            finally:
+                self._prefetching.discard(key)
+
+        self.nursery.start_soon(fetch)
 
     async def _committed_block(self, ino: int, idx: int) -> bytes | None:
         eid = mext.block_extent(self.db, ino, idx)
@@ -260,6 +290,8 @@ class BlockCache:
             idx, start = divmod(pos, bs)
             stop = min(bs, end - idx * bs)
             data = await self.block(fs, idx)
+            if stop == bs:
+                self._readahead(fs, idx + 1)
             chunk = b"" if data is None else bytes(data[start:stop])
             if len(chunk) < stop - start:
                 chunk += bytes(stop - start - len(chunk))
