@@ -1,0 +1,1 @@
+"""The `dynamicfs` command line."""

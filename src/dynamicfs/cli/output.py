@@ -1,0 +1,123 @@
+"""How reports look: rich tables for people, JSON (bytes, stable keys) for scripts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def console() -> Console:
+    # Piped output (scripts, tests) must not be wrapped at 80 columns or coloured.
+    if sys.stdout.isatty():
+        return Console()
+    width = max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(width=width, no_color=True, highlight=False, force_terminal=False)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _errors(disk: dict[str, Any]) -> str:
+    return "/".join(str(disk.get(k, 0)) for k in ("read_errors", "write_errors",
+                                                   "checksum_errors"))
+
+
+def disks_table(disks: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name, justify in (("id", "right"), ("path", "left"), ("tier", "left"),
+                          ("state", "left"), ("capacity", "right"), ("used", "right"),
+                          ("free", "right"), ("fragments", "right"),
+                          ("errors r/w/c", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "path")  # type: ignore[arg-type]
+    for d in disks:
+        capacity = human_size(d.get("capacity"))
+        if d.get("capacity_cap"):
+            capacity += " (cap)"
+        # Text, not str: rich would read a path like /srv/disk[1] as markup.
+        cells = (d.get("id"), d.get("path"), d.get("tier"), d.get("state"), capacity,
+                 human_size(d.get("used")), human_size(d.get("free")), d.get("fragments", 0),
+                 _errors(d))
+        table.add_row(*(Text(str(c)) for c in cells))
+    return table
+
+
+def print_disks(disks: list[dict[str, Any]]) -> None:
+    out = console()
+    if not disks:
+        out.print("no disks; add one with 'dynamicfs add-disk POOL PATH'")
+        return
+    out.print(disks_table(disks))
+    for d in disks:
+        if d.get("problem"):
+            out.print(f"disk {d.get('id')}: {d['problem']}", markup=False)
+
+
+# Status keys shown in this order with these labels; sizes are formatted, anything the engine
+# adds later is still shown after them.
+_STATUS_ROWS = (
+    ("pool", "pool", None), ("uuid", "uuid", None), ("policy", "policy", None),
+    ("block_size", "block size", "size"), ("health", "health", None),
+    ("disks", "disks", None), ("disks_online", "disks online", None),
+    ("capacity", "capacity", "size"), ("free", "free", "size"), ("inodes", "inodes", None),
+    ("extents", "extents", None), ("fragments", "fragments", None),
+    ("referenced_bytes", "file data", "size"), ("unique_bytes", "after dedup", "size"),
+    ("stored_bytes", "stored", "size"),
+)
+_HIDDEN = {"mounted", "mountpoint", "pid", "source"}
+
+
+def _flatten(label: str, value: Any) -> list[tuple[str, str]]:
+    """Nested reports (cache, counters) as one "section item" row per leaf."""
+    if isinstance(value, dict):
+        if not value:
+            return [(label, "-")]
+        rows: list[tuple[str, str]] = []
+        for key in sorted(value):
+            rows.extend(_flatten(f"{label} {key.replace('_', ' ')}", value[key]))
+        return rows
+    if isinstance(value, list):
+        return [(label, json.dumps(value, sort_keys=True))]
+    if isinstance(value, int) and not isinstance(value, bool) and "bytes" in label:
+        return [(label, human_size(value))]
+    return [(label, str(value))]
+
+
+def print_status(report: dict[str, Any]) -> None:
+    if report.get("mounted"):
+        where = f"mounted on {report.get('mountpoint')} (daemon pid {report.get('pid')})"
+    else:
+        where = "not mounted"
+    rows = [("state", where)]
+    shown = set(_HIDDEN)
+    for key, label, kind in _STATUS_ROWS:
+        if key in report:
+            value = report[key]
+            rows.append((label, human_size(value) if kind == "size" else str(value)))
+            shown.add(key)
+    for key in sorted(set(report) - shown):
+        rows.extend(_flatten(key.replace("_", " "), report[key]))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
