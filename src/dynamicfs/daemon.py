@@ -14,7 +14,6 @@ itself. `request_stop()` is only the fallback (mount busy, no fusermount3): pyfu
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -62,24 +61,32 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _refuse_mounted(mnt_text: str) -> None:
+    fstype = mount_type(mnt_text)
+    if is_dynamicfs_type(fstype):
+        rec = mountpoint_record(mnt_text)
+        if rec is not None and pid_alive(rec.pid):
+            state = f" (pool {rec.pool}, daemon pid {rec.pid})"
+        else:
+            state = " whose daemon is gone"
+        raise PoolBusy(f"{mnt_text} already has a DynamicFS mount{state}; "
+                       f"unmount it first with 'dynamicfs umount {mnt_text}'")
+    if fstype is not None and fstype.startswith("fuse"):
+        raise PoolBusy(f"{mnt_text} already has a FUSE filesystem ({fstype}) mounted on it")
+
+
 def check_mountpoint(pool: Pool, mountpoint: Path) -> Path:
     """The resolved mountpoint, or DynamicFSError saying why it cannot be used."""
+    # Look at the mount table before touching the path: stat() on a dead FUSE mount fails
+    # (ENOTCONN), and on a stuck one it would hang.
+    _refuse_mounted(canonical_mountpoint(mountpoint))
     try:
         mnt = mountpoint.resolve(strict=True)
     except FileNotFoundError:
         raise DynamicFSError(f"mountpoint {mountpoint} does not exist; create it first") from None
     except OSError as exc:
-        hint = (f"; a dead mount? try 'dynamicfs umount {mountpoint}'"
-                if exc.errno == errno.ENOTCONN else "")
-        raise DynamicFSError(f"cannot use mountpoint {mountpoint}: {exc.strerror}{hint}") from None
-    fstype = mount_type(str(mnt))
-    if is_dynamicfs_type(fstype):
-        rec = mountpoint_record(str(mnt))
-        owner = f" (pool {rec.pool})" if rec else ""
-        raise PoolBusy(f"{mnt} already has a DynamicFS mount{owner}; "
-                       f"unmount it first with 'dynamicfs umount {mnt}'")
-    if fstype is not None and fstype.startswith("fuse"):
-        raise PoolBusy(f"{mnt} already has a FUSE filesystem ({fstype}) mounted on it")
+        raise DynamicFSError(f"cannot use mountpoint {mountpoint}: {exc.strerror}") from None
+    _refuse_mounted(str(mnt))  # the same, if the name given was a symlink
     if not mnt.is_dir():
         raise DynamicFSError(f"mountpoint {mnt} is not a directory")
     # Mounting over the pool or a disk would hide our own files behind our own mount.
