@@ -7,7 +7,7 @@ A backend offers a small synchronous interface that the store calls from worker 
 
 from .fragment import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing
 from .label import LabelError
-from .local import LocalDisk
+from .local import LocalDisk, shared_usage
 
 __all__ = ["HEADER_SIZE", "FragmentError", "FragmentHeader", "FragmentMissing", "LabelError",
-           "LocalDisk"]
+           "LocalDisk", "shared_usage"]

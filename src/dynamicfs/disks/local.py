@@ -12,7 +12,8 @@ import errno
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..codec import blake3_digest
@@ -186,3 +187,40 @@ def _unlink_quiet(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+def shared_usage(disks: Mapping[int, LocalDisk]) -> dict[int, tuple[int, int]]:
+    """(capacity, free) per reachable disk, telling the truth about shared filesystems.
+
+    Several disks of a pool may be directories on one filesystem (a test set-up, or a user
+    splitting one big disk). Counting its space once per directory would overstate what the
+    pool can hold, so a capped disk gets what its cap leaves, and the uncapped disks on a
+    filesystem split the rest of it evenly. Disks whose filesystem cannot be read are left out.
+    """
+    groups: dict[int, list[tuple[int, LocalDisk, os.statvfs_result]]] = defaultdict(list)
+    for disk_id, disk in disks.items():
+        try:
+            st = os.statvfs(disk.root)
+            dev = os.stat(disk.root).st_dev
+        except OSError:
+            continue
+        groups[dev].append((disk_id, disk, st))
+    out: dict[int, tuple[int, int]] = {}
+    for members in groups.values():
+        st = members[0][2]
+        fs_total, fs_free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        capped_total = capped_free = 0
+        uncapped = []
+        for disk_id, disk, _ in members:
+            if disk.capacity_cap is None:
+                uncapped.append(disk_id)
+                continue
+            total = min(fs_total, disk.capacity_cap)
+            free = max(0, min(fs_free, disk.capacity_cap - disk.used))
+            out[disk_id] = (total, free)
+            capped_total += total
+            capped_free += free
+        for disk_id in uncapped:
+            out[disk_id] = (max(0, fs_total - capped_total) // len(uncapped),
+                            max(0, fs_free - capped_free) // len(uncapped))
+    return out

@@ -30,7 +30,7 @@ from ..meta import maintenance as mmaint
 from ..meta.schema import ROOT_INODE
 from ..obs.stats import Stats
 from ..store.extents import ExtentStore
-from ..store.placement import usable_capacity
+from ..store.placement import usable_bytes
 from .blockcache import BlockCache
 from .namespace import Namespace
 from .pool import Pool
@@ -117,6 +117,13 @@ class Engine:
                 yield self
             finally:
                 with trio.CancelScope(shield=True):
+                    # The kernel has dropped every reference by now (unmounted): files that
+                    # were unlinked while open can go.
+                    self.lookups.clear()
+                    self.opens.clear()
+                    self.handles.clear()
+                    await self.data.flush_all()
+                    self._recover()
                     await self.commit_all()
                     await trio.to_thread.run_sync(self.db.checkpoint_truncate)
                 nursery.cancel_scope.cancel()
@@ -456,26 +463,12 @@ class Engine:
         return self._usable(list(self.store.free_space().values()))
 
     def _usable(self, sizes: list[int]) -> int:
-        """User bytes that fit in `sizes` (per-disk bytes) under the pool policy.
-
-        With fewer disks than fragments (disks missing), writes go degraded, so count as many
-        fragments as there are disks.
-        """
         policy = self._policy
-        n = min(policy.n_fragments, len(sizes))
-        if n < max(1, policy.min_fragments):
-            return 0
-        return usable_capacity(sizes, n) * policy.k
+        return usable_bytes(sizes, policy.n_fragments, policy.k, policy.min_fragments)
 
     async def statfs(self) -> StatFs:
         frsize = 4096
-        caps = []
-        for disk_id, disk in self.store.disks().items():
-            try:
-                caps.append(disk.usage()[0])
-            except OSError:
-                log.debug("disk %d: no usage", disk_id)
-        total = self._usable(caps)
+        total = self._usable([cap for cap, _ in self.store.usage().values()])
         free = self._usable_free()
         files = mino.count_inodes(self.db)
         return StatFs(

@@ -14,13 +14,14 @@ import uuid
 from pathlib import Path
 
 from ..codec import Policy
-from ..disks import LabelError, LocalDisk
+from ..disks import LabelError, LocalDisk, shared_usage
 from ..errors import DynamicFSError, PoolBusy
 from ..meta import Database, MetadataError
 from ..meta import disks as mdisks
 from ..meta import extents as mextents
 from ..meta import inodes as minodes
 from ..meta.schema import ROOT_INODE
+from ..store.placement import usable_bytes
 
 POOL_FORMAT = 1
 CONFIG_NAME = "pool.json"
@@ -223,18 +224,24 @@ class Pool:
 
     def disk_report(self) -> list[dict]:
         counts = mdisks.fragment_counts(self.db)
-        out = []
-        for row in mdisks.list_disks(self.db):
-            disk = self.open_disk(row)
-            state = row.state
+        rows = mdisks.list_disks(self.db)
+        disks = {}
+        problems: dict[int, str] = {}
+        for row in rows:
+            disk = disks[row.id] = self.open_disk(row)
+            disk.used = counts.get(row.id, (0, 0))[1] or 0
             try:
                 disk.check_label()
-                capacity, free = disk.usage()
             except (LabelError, OSError) as exc:
-                state, capacity, free = "missing", 0, 0
-                problem = str(exc)
-            else:
-                problem = None
+                problems[row.id] = str(exc)
+        usage = shared_usage({d: disk for d, disk in disks.items() if d not in problems})
+        out = []
+        for row in rows:
+            problem = problems.get(row.id)
+            if problem is None and row.id not in usage:
+                problem = f"{row.path}: cannot read its filesystem"
+            state = "missing" if problem else row.state
+            capacity, free = usage.get(row.id, (0, 0))
             nfrag, nbytes = counts.get(row.id, (0, 0))
             out.append({
                 "id": row.id, "uuid": row.uuid, "path": row.path, "tier": row.tier,
@@ -256,6 +263,11 @@ class Pool:
             "disks": len(disks), "disks_online": len(online),
             "capacity": sum(d["capacity"] for d in online),
             "free": sum(d["free"] for d in online),
+            # What files can still take under the policy (as df on the mount shows it).
+            "usable_capacity": usable_bytes([d["capacity"] for d in online],
+                                            policy.n_fragments, policy.k, policy.min_fragments),
+            "usable_free": usable_bytes([d["free"] for d in online],
+                                        policy.n_fragments, policy.k, policy.min_fragments),
             "inodes": minodes.count_inodes(self.db),
             **totals,
             "health": ("ok" if len(online) == len(disks) and len(disks) >= policy.n_fragments

@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from ..codec import DecodeError, Policy, blake3_digest, get_codec, policy_for_codec
-from ..disks import FragmentError, FragmentHeader, FragmentMissing, LocalDisk
+from ..disks import FragmentError, FragmentHeader, FragmentMissing, LocalDisk, shared_usage
 from ..disks.fragment import HEADER_SIZE
 from ..obs.stats import Stats
 from .placement import choose_disks
@@ -73,16 +73,14 @@ class ExtentStore:
             return dict(self._disks)
 
     def free_space(self) -> dict[int, int]:
-        """Free bytes per writable disk (0 for a disk whose free space cannot be read)."""
-        out = {}
-        for disk_id, disk in self.disks().items():
-            if disk_id not in self._writable:
-                continue
-            try:
-                out[disk_id] = disk.usage()[1]
-            except OSError:
-                out[disk_id] = 0
-        return out
+        """Free bytes per writable, reachable disk."""
+        with self._lock:
+            writable = {d: self._disks[d] for d in self._writable}
+        return {d: free for d, (_, free) in shared_usage(writable).items()}
+
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """(capacity, free) per reachable disk, writable or not."""
+        return shared_usage(self.disks())
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -50,3 +50,15 @@ def usable_capacity(free: list[int], n: int) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def usable_bytes(sizes: list[int], n_fragments: int, k: int, min_fragments: int) -> int:
+    """User bytes that fit in per-disk `sizes` under a policy of n fragments, k of data.
+
+    With fewer disks than fragments (disks missing), writes go degraded, so count as many
+    fragments as there are disks.
+    """
+    n = min(n_fragments, len(sizes))
+    if n < max(1, min_fragments):
+        return 0
+    return usable_capacity(sizes, n) * k
