@@ -1,0 +1,273 @@
+"""File data through the engine: offsets, blocks, holes, truncation, overwrites, dedup and the
+freeing of data when its last user goes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import BS, ROOT, fragment_files, read_file, write_file
+
+from dynamicfs.engine.types import ROOT_CTX, SetAttr
+from dynamicfs.meta import extents as mext
+
+
+def totals(engine) -> dict[str, int]:
+    return mext.totals(engine.db)
+
+
+async def open_new(engine, name: bytes):
+    fh, attr = await engine.create(ROOT, name, 0o644, os.O_RDWR, ROOT_CTX)
+    return fh, attr.ino
+
+
+async def close(engine, fh: int, ino: int) -> None:
+    await engine.release(fh)
+    await engine.forget([(ino, 1)])
+
+
+def test_write_read_across_block_boundaries(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        data = os.urandom(3 * BS + 123)
+        await engine.write(fh, 0, data)
+        # Reads that start and end inside different blocks, before and after committing.
+        for _ in range(2):
+            assert await engine.read(fh, BS - 7, 20) == data[BS - 7:BS + 13]
+            assert await engine.read(fh, 5, 2 * BS + 9) == data[5:2 * BS + 14]
+            assert await engine.read(fh, 3 * BS, 1000) == data[3 * BS:]
+            await engine.fsync(fh, False)
+        assert await engine.read(fh, len(data), 10) == b""
+        assert await engine.read(fh, len(data) + BS, 10) == b""
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_write_spanning_blocks_at_odd_offset(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        base = bytearray(os.urandom(4 * BS))
+        await engine.write(fh, 0, bytes(base))
+        await engine.fsync(fh, False)
+        patch = os.urandom(2 * BS + 5)
+        await engine.write(fh, BS - 3, patch)
+        base[BS - 3:BS - 3 + len(patch)] = patch
+        assert await engine.read(fh, 0, 4 * BS) == bytes(base)
+        await engine.fsync(fh, False)
+        assert await engine.read(fh, 0, 4 * BS) == bytes(base)
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_sparse_file_stores_only_written_blocks(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"sparse")
+        await engine.write(fh, 10 * BS + 100, b"tail")
+        await engine.write(fh, 0, b"head")
+        await engine.fsync(fh, False)
+        attr = await engine.getattr(ino)
+        assert attr.size == 10 * BS + 104
+        assert attr.blocks * 512 < attr.size // 4
+        assert mext.block_range(engine.db, ino, 0, 100).keys() == {0, 10}
+        assert await engine.read(fh, 0, 4) == b"head"
+        assert await engine.read(fh, 4, 3 * BS) == bytes(3 * BS)
+        assert await engine.read(fh, 10 * BS, 104) == bytes(100) + b"tail"
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_zero_blocks_are_holes(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"zeros")
+        await engine.write(fh, 0, bytes(3 * BS))
+        await engine.fsync(fh, False)
+        assert mext.block_range(engine.db, ino, 0, 10) == {}
+        assert (await engine.getattr(ino)).blocks == 0
+        assert await engine.read(fh, 0, 3 * BS) == bytes(3 * BS)
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_size_and_blocks_visible_before_commit(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        await engine.write(fh, 0, b"x" * 1000)
+        attr = await engine.getattr(ino)
+        assert attr.size == 1000 and attr.blocks > 0
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+@pytest.mark.parametrize("commit_before_shrink", [False, True])
+def test_truncate_shrink_then_extend_shows_zeros(run_engine, commit_before_shrink):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        data = os.urandom(3 * BS)
+        await engine.write(fh, 0, data)
+        if commit_before_shrink:
+            await engine.fsync(fh, False)
+        await engine.setattr(ino, SetAttr(size=BS + 10))
+        assert await engine.read(fh, 0, 3 * BS) == data[:BS + 10]
+        await engine.setattr(ino, SetAttr(size=3 * BS))
+        want = data[:BS + 10] + bytes(2 * BS - 10)
+        assert await engine.read(fh, 0, 3 * BS) == want
+        await engine.fsync(fh, False)
+        assert await engine.read(fh, 0, 3 * BS) == want
+        assert (await engine.getattr(ino)).size == 3 * BS
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_truncate_then_write_past_old_end(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        data = os.urandom(2 * BS)
+        await engine.write(fh, 0, data)
+        await engine.fsync(fh, False)
+        await engine.setattr(ino, SetAttr(size=100))
+        # Writing into the block that held stale bytes must not bring them back.
+        await engine.write(fh, BS + 50, b"new")
+        want = data[:100] + bytes(BS - 50) + b"new"
+        assert await engine.read(fh, 0, 2 * BS) == want
+        await engine.fsync(fh, False)
+        assert await engine.read(fh, 0, 2 * BS) == want
+        await close(engine, fh, ino)
+
+    run_engine(body)
+
+
+def test_truncate_to_zero_frees_extents(run_engine):
+    async def body(engine):
+        a = await write_file(engine, b"f", os.urandom(3 * BS))
+        assert totals(engine)["extents"] == 3
+        await engine.setattr(a.ino, SetAttr(size=0))
+        fh, _ = await engine.open(a.ino, os.O_RDWR)
+        await engine.fsync(fh, False)
+        await engine.release(fh)
+        assert totals(engine)["extents"] == 0
+        assert (await engine.getattr(a.ino)).blocks == 0
+
+    run_engine(body)
+
+
+def test_open_with_o_trunc(run_engine):
+    async def body(engine):
+        a = await write_file(engine, b"f", os.urandom(BS))
+        fh, _ = await engine.open(a.ino, os.O_RDWR | os.O_TRUNC)
+        assert (await engine.getattr(a.ino)).size == 0
+        await engine.write(fh, 0, b"short")
+        await engine.release(fh)
+        assert await read_file(engine, a.ino) == b"short"
+
+    run_engine(body)
+
+
+def test_partial_overwrite_keeps_rest_of_block(run_engine):
+    async def body(engine):
+        data = bytearray(os.urandom(BS))
+        a = await write_file(engine, b"f", bytes(data))
+        old = mext.block_extent(engine.db, a.ino, 0)
+        fh, _ = await engine.open(a.ino, os.O_RDWR)
+        await engine.write(fh, 1000, b"PATCH")
+        data[1000:1005] = b"PATCH"
+        await engine.fsync(fh, False)
+        await engine.release(fh)
+        assert await read_file(engine, a.ino) == bytes(data)
+        # Copy-on-write: the block points at a new extent and the old one is gone.
+        assert mext.block_extent(engine.db, a.ino, 0) != old
+        assert mext.get_extent(engine.db, old) is None
+
+    run_engine(body)
+
+
+def test_unlinked_open_file_lives_until_release_and_forget(run_engine):
+    async def body(engine):
+        data = os.urandom(2 * BS + 1)
+        fh, ino = await open_new(engine, b"f")
+        await engine.write(fh, 0, data)
+        await engine.fsync(fh, False)
+        await engine.commit_all()
+        frags = len(fragment_files(engine.pool.path))
+        assert frags == 3 * 2  # three extents, two replicas each
+        await engine.unlink(ROOT, b"f")
+        assert await engine.read(fh, 0, len(data)) == data
+        await engine.write(fh, 0, b"still writable")
+        await engine.release(fh)
+        await engine.commit_all()
+        assert totals(engine)["extents"] == 3, "freed while the kernel still knew it"
+        await engine.forget([(ino, 1)])
+        await engine.commit_all()
+        assert totals(engine)["extents"] == 0
+        assert fragment_files(engine.pool.path) == []
+
+    run_engine(body)
+
+
+def test_dedup_identical_blocks(run_engine):
+    async def body(engine):
+        block = os.urandom(BS)
+        a = await write_file(engine, b"a", block)
+        b = await write_file(engine, b"b", block + block)
+        t = totals(engine)
+        assert t["extents"] == 1 and t["referenced_bytes"] == 3 * BS
+        eid = mext.block_extent(engine.db, a.ino, 0)
+        assert mext.get_extent(engine.db, eid).refcount == 3
+        assert mext.block_extent(engine.db, b.ino, 1) == eid
+        await engine.commit_all()
+        assert len(fragment_files(engine.pool.path)) == 2
+        await engine.unlink(ROOT, b"a")
+        assert mext.get_extent(engine.db, eid).refcount == 2
+        assert await read_file(engine, b.ino) == block + block
+        await engine.unlink(ROOT, b"b")
+        await engine.commit_all()
+        assert totals(engine)["extents"] == 0
+        assert fragment_files(engine.pool.path) == []
+
+    run_engine(body)
+
+
+def test_dedup_within_uncommitted_writes(run_engine):
+    async def body(engine):
+        block = os.urandom(BS)
+        fa, ia = await open_new(engine, b"a")
+        fb, ib = await open_new(engine, b"b")
+        await engine.write(fa, 0, block)
+        await engine.write(fb, 0, block)
+        await engine.fsync(fa, False)
+        await engine.fsync(fb, False)
+        assert totals(engine)["extents"] == 1
+        assert mext.block_extent(engine.db, ia, 0) == mext.block_extent(engine.db, ib, 0)
+        await close(engine, fa, ia)
+        await close(engine, fb, ib)
+
+    run_engine(body)
+
+
+def test_unmount_frees_unlinked_inodes_still_looked_up(run_engine):
+    async def first(engine):
+        a = await write_file(engine, b"f", os.urandom(BS))
+        engine.remember(a.ino)  # the kernel still holds it when the pool stops
+        await engine.unlink(ROOT, b"f")
+
+    path = run_engine(first)  # fsck after the stop finds no unlinked inode
+
+    async def second(engine):
+        assert totals(engine)["extents"] == 0
+
+    run_engine(second, pool_path=path)
+
+
+def test_unmount_frees_unlinked_inodes(run_engine):
+    async def body(engine):
+        fh, ino = await open_new(engine, b"f")
+        await engine.write(fh, 0, os.urandom(BS))
+        await engine.unlink(ROOT, b"f")
+        await engine.release(fh)  # no forget: the kernel is not obliged to send it at unmount
+
+    run_engine(body)  # fsck: "inode 2 has no links left but was not freed"
