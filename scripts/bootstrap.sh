@@ -18,3 +18,8 @@ if [ ! -e "$stamp" ]; then
   "$venv/bin/pip" install -q -e "$here[test]"
   touch "$stamp"
 fi
+# Put `dynamicfs` on root's PATH; a real file already there (another install) is left alone.
+link=/usr/local/bin/dynamicfs
+if [ "$(id -u)" -eq 0 ] && { [ -L "$link" ] || [ ! -e "$link" ]; }; then
+  ln -sfn "$venv/bin/dynamicfs" "$link"
+fi
