@@ -259,7 +259,13 @@ def run(pool_path: Path, mnt: Path, options: set[str], reporter: Reporter) -> in
         try:
             pool.lock(f"mounted on {mnt}")
         except PoolBusy as exc:
-            reporter.failed(exc)
+            try:
+                holder = pool.lock_path.read_text().strip() or "locked"
+            except OSError:
+                holder = "locked"
+            busy = PoolBusy(f"pool {pool.path} is already in use ({holder}); "
+                            f"cannot mount it on {mnt}")
+            reporter.failed(busy)
             return exc.exit_code
         log.info("starting: pool %s, mountpoint %s, options %s", pool.path, mnt,
                  ",".join(sorted(options)))
@@ -272,7 +278,8 @@ def run(pool_path: Path, mnt: Path, options: set[str], reporter: Reporter) -> in
                 log.error("%s", exc)
             else:
                 log.error("mount daemon failed", exc_info=group)
-                error = DynamicFSError(f"mount daemon failed: {exc!r}; see {pool.log_path}")
+                error = DynamicFSError(f"cannot mount {mnt}: {type(exc).__name__}: {exc}; "
+                                       f"see {pool.log_path}")
             if not reporter.done:
                 reporter.failed(error)
             return error.exit_code
@@ -314,10 +321,15 @@ def _daemonize(pool_path: Path, mnt: Path, options: set[str]) -> int:
             os.chdir("/")
             # Fragment files and logs hold user data; nobody but the owner should read them.
             os.umask(0o077)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
+            # stdout/stderr go to the log, not /dev/null: libfuse reports some failures (an
+            # unknown -o option) only by printing them.
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
             os.close(null)
+            out = os.open(pool_path / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.close(out)
             setup_logging(pool_path / "daemon.log", to_stderr=False)
             code = run(pool_path, mnt, options, PipeReporter(wfd))
         except BaseException:
