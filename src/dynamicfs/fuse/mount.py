@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pyfuse3
@@ -84,10 +85,37 @@ def is_mounted(mountpoint: Path) -> bool:
     return False
 
 
+def _init(ops: Operations, mountpoint: Path, options: set[str]) -> None:
+    """pyfuse3.init, turning its bare RuntimeError into a message that says why.
+
+    libfuse prints the reason (an unknown option, a bad mountpoint) on stderr, which a
+    daemonized mount has pointed at /dev/null, and pyfuse3 only raises "fuse_session_new()
+    failed". So stderr is caught around the call and its last line goes into the error.
+    """
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+            failure = None
+        except RuntimeError as exc:
+            failure = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        said = caught.read().decode(errors="replace").strip()
+    if said:
+        log.warning("libfuse: %s", said)
+    if failure is not None:
+        reason = said.splitlines()[-1] if said else str(failure)
+        raise DynamicFSError(f"cannot mount {mountpoint}: {reason}")
+
+
 async def serve_fuse(ops: Operations, mountpoint: Path, options: set[str], *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Mount `ops` at `mountpoint` and answer requests until unmounted or `request_stop()`."""
-    pyfuse3.init(ops, str(mountpoint), options)
+    _init(ops, mountpoint, options)
     try:
         task_status.started()
         await pyfuse3.main()
