@@ -82,9 +82,16 @@ class FileState:
     trunc_from: int | None = None
     # (first cut block, clock at the cut): seal results older than a cut are stale.
     cuts: list[tuple[int, int]] = field(default_factory=list)
-    meta_dirty: bool = False
+    # Newest generation committed per block: an older seal finishing late is stale too.
+    committed_gen: dict[int, int] = field(default_factory=dict)
+    # Bumped by every change of size/times, and by every truncate; a commit compares them
+    # with the values at its cut to know whether it captured the newest state.
+    meta_gen: int = 0
+    committed_meta_gen: int = 0
+    trunc_gen: int = 0
     error: int | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+    commit_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def tick(self) -> int:
         self.clock += 1
@@ -92,8 +99,8 @@ class FileState:
 
     @property
     def busy(self) -> bool:
-        return bool(self.dirty or self.sealing or self.pending or self.meta_dirty
-                    or self.trunc_from is not None)
+        return bool(self.dirty or self.sealing or self.pending or self.trunc_from is not None
+                    or self.meta_gen != self.committed_meta_gen)
 
 
 class CleanCache:
@@ -358,7 +365,7 @@ class BlockCache:
                     self.start_seal(fs, idx)
             fs.size = max(fs.size, end)
             fs.mtime_ns = fs.ctime_ns = time.time_ns()
-            fs.meta_dirty = True
+            fs.meta_gen += 1
         self.stats.incr("write_bytes", len(data))
         return len(data)
 
@@ -374,6 +381,7 @@ class BlockCache:
                 for idx in [i for i in fs.pending if i >= cut]:
                     self._release(fs.pending.pop(idx).extent)
                 fs.trunc_from = cut if fs.trunc_from is None else min(fs.trunc_from, cut)
+                fs.trunc_gen += 1
                 if size % bs:
                     # The block holding the new end keeps only its head: make it dirty, cut.
                     idx = size // bs
@@ -385,7 +393,7 @@ class BlockCache:
                     fs.dirty_gen[idx] = fs.tick()
             fs.size = size
             fs.mtime_ns = fs.ctime_ns = time.time_ns()
-            fs.meta_dirty = True
+            fs.meta_gen += 1
 
     def _drop_dirty(self, fs: FileState, idx: int) -> None:
         buf = fs.dirty.pop(idx)
@@ -427,7 +435,8 @@ class BlockCache:
         self, fs: FileState, idx: int, gen: int, pe: PendingExtent | None, data: bytes
     ) -> None:
         """Make a finished seal the block's pending content unless something newer exists."""
-        stale = any(idx >= first and gen <= at for first, at in fs.cuts)
+        stale = gen <= fs.committed_gen.get(idx, 0) or any(
+            idx >= first and gen <= at for first, at in fs.cuts)
         current = fs.pending.get(idx)
         if stale or (current is not None and current.gen > gen) or self.files.get(
                 fs.ino) is not fs:
@@ -502,16 +511,6 @@ class BlockCache:
                 with self.db.transaction():
                     self._free_extent(pe.extent_id)
 
-    async def seal_all(self, fs: FileState) -> None:
-        """Seal every dirty block of `fs` and wait until no seal of it is running."""
-        for _ in range(8):
-            for idx in list(fs.dirty):
-                self.start_seal(fs, idx)
-            if not fs.sealing:
-                return
-            for ev in list(fs.sealing.values()):
-                await ev.wait()
-
     # -- committing --------------------------------------------------------------------------
 
     def _free_extent(self, extent_id: int) -> None:
@@ -535,24 +534,98 @@ class BlockCache:
             self._free_extent(extent_id)
         return row.length
 
-    def commit(self, fs: FileState) -> None:
-        """Apply everything sealed of `fs` to the database in one transaction."""
-        if not (fs.pending or fs.meta_dirty or fs.trunc_from is not None):
-            return
-        if mino.get_inode(self.db, fs.ino) is None:
-            self.forget_file(fs.ino)
-            return
-        pending, fs.pending = fs.pending, {}
-        trunc_from, fs.trunc_from = fs.trunc_from, None
+    async def commit_file(self, fs: FileState) -> None:
+        """Commit the file exactly as it is now, in one transaction (not yet durable).
+
+        The cut is taken without an await, so it is one state the file really had: the
+        pending blocks and a snapshot of the dirty ones, with the size and times of that
+        instant. Dirty snapshots are sealed first; writes go on meanwhile and are left for the
+        next commit. Commits of one file are serialised so an older cut never lands last.
+        """
+        async with fs.commit_lock:
+            if self.files.get(fs.ino) is not fs:
+                return
+            blocks = dict(fs.pending)
+            for pb in blocks.values():
+                if pb.extent is not None:
+                    pb.extent.users += 1  # ours until the transaction references it
+            snaps = {idx: (bytes(buf), fs.dirty_gen[idx]) for idx, buf in fs.dirty.items()}
+            size, mtime_ns, ctime_ns = fs.size, fs.mtime_ns, fs.ctime_ns
+            trunc_from, trunc_gen, meta_gen = fs.trunc_from, fs.trunc_gen, fs.meta_gen
+            if not blocks and not snaps and trunc_from is None and meta_gen == \
+                    fs.committed_meta_gen:
+                return
+            try:
+                await self._seal_snapshots(fs, snaps, blocks)
+            except BaseException:
+                for pb in blocks.values():
+                    self._release(pb.extent)
+                raise
+            try:
+                if not self._apply(fs, blocks, size, mtime_ns, ctime_ns, trunc_from):
+                    self.forget_file(fs.ino)
+                    return
+            finally:
+                for pb in blocks.values():
+                    self._release(pb.extent)
+            # Retire what this commit made permanent, unless something newer replaced it.
+            for idx, pb in blocks.items():
+                cur = fs.pending.get(idx)
+                if cur is not None and cur.gen <= pb.gen:
+                    self._release(fs.pending.pop(idx).extent)
+                if fs.dirty_gen.get(idx, pb.gen + 1) <= pb.gen:
+                    self._drop_dirty(fs, idx)
+                fs.committed_gen[idx] = max(pb.gen, fs.committed_gen.get(idx, 0))
+            if fs.trunc_gen == trunc_gen:
+                fs.trunc_from = None
+            fs.committed_meta_gen = meta_gen
+            self.stats.incr("file_commits")
+            if not fs.busy and not fs.lock.locked():
+                del self.files[fs.ino]
+
+    async def _seal_snapshots(
+        self, fs: FileState, snaps: dict[int, tuple[bytes, int]],
+        blocks: dict[int, PendingBlock],
+    ) -> None:
+        """Seal dirty-block snapshots into `blocks` (replacing older pending ones)."""
+        failed: list[FsError] = []
+
+        async def seal(idx: int, data: bytes, gen: int) -> None:
+            try:
+                async with self.seal_limiter:
+                    pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
+            except FsError as exc:
+                failed.append(exc)
+                return
+            old = blocks.get(idx)
+            blocks[idx] = PendingBlock(pe, gen)
+            if old is not None:
+                self._release(old.extent)
+            if pe is not None:
+                self.clean.put(pe.digest, data)
+
+        async with trio.open_nursery() as nursery:
+            for idx, (data, gen) in snaps.items():
+                nursery.start_soon(seal, idx, data, gen)
+        if failed:
+            self.stats.incr("seal_errors", len(failed))
+            log.error("inode %d: could not store %d blocks: %s", fs.ino, len(failed), failed[0])
+            raise failed[0]
+
+    def _apply(
+        self, fs: FileState, blocks: dict[int, PendingBlock], size: int, mtime_ns: int,
+        ctime_ns: int, trunc_from: int | None,
+    ) -> bool:
+        """The commit transaction; False if the inode is gone (deleted meanwhile)."""
         with self.db.transaction():
             row = mino.get_inode(self.db, fs.ino)
-            assert row is not None
+            if row is None:
+                return False
             alloc = row.alloc
             if trunc_from is not None:
-                for eid in mext.drop_blocks_from(self.db, fs.ino, trunc_from,
-                                                 keep=set(pending)):
+                for eid in mext.drop_blocks_from(self.db, fs.ino, trunc_from, keep=set(blocks)):
                     alloc -= self._unref(eid)
-            for idx, pb in pending.items():
+            for idx, pb in blocks.items():
                 pe = pb.extent
                 if pe is None:
                     old = mext.drop_block(self.db, fs.ino, idx)
@@ -568,23 +641,20 @@ class BlockCache:
                     alloc += pe.length
                 if old is not None:
                     alloc -= self._unref(old)
-            mino.update_inode(self.db, fs.ino, size=fs.size, mtime_ns=fs.mtime_ns,
-                              ctime_ns=max(fs.ctime_ns, row.ctime_ns), alloc=max(0, alloc))
-            fs.meta_dirty = False
-        for pb in pending.values():
-            self._release(pb.extent)
-        self.stats.incr("file_commits")
-        if not fs.busy and not fs.lock.locked():
-            del self.files[fs.ino]
+            mino.update_inode(self.db, fs.ino, size=size, mtime_ns=mtime_ns,
+                              ctime_ns=max(ctime_ns, row.ctime_ns), alloc=max(0, alloc))
+        return True
 
     async def flush_file(self, ino: int) -> None:
-        """Seal and commit everything of one file (not yet durable: see Engine.fsync)."""
+        """Commit everything of one file written so far (not yet durable: Engine.fsync)."""
         fs = self.files.get(ino)
         if fs is None:
             return
-        await self.seal_all(fs)
-        if self.files.get(ino) is fs:
-            self.commit(fs)
+        try:
+            await self.commit_file(fs)
+        except FsError as exc:
+            fs.error = None
+            raise FsError(exc.errno) from None
         if fs.error is not None:
             err, fs.error = fs.error, None
             raise FsError(err)

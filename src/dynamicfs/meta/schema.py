@@ -51,6 +51,8 @@ CREATE TABLE inodes (
     policy   TEXT,
     alloc    INTEGER NOT NULL DEFAULT 0
 );
+-- Mount-time recovery looks for inodes without links; this keeps that off a table scan.
+CREATE INDEX inodes_unlinked ON inodes(id) WHERE nlink = 0;
 
 -- Directory entries. The rowid `id` only grows, so it is a stable readdir offset: entries added
 -- or removed during a listing never make another entry appear twice or vanish.
@@ -95,6 +97,8 @@ CREATE TABLE extents (
     m        INTEGER NOT NULL,
     refcount INTEGER NOT NULL
 );
+-- Unreferenced extents (a crash between a commit and the free that follows it).
+CREATE INDEX extents_unreferenced ON extents(id) WHERE refcount <= 0;
 
 -- Where each fragment (replica or shard `idx`) of an extent lives. `size` is the fragment
 -- file's size on disk (header included). Queryable by disk for rebuild and drain.
