@@ -409,11 +409,13 @@ class BlockCache:
         assert self.nursery is not None
         done = trio.Event()
         fs.sealing[idx] = done
-        self.nursery.start_soon(self._seal, fs, idx, done)
+        # The snapshot is taken now: the buffer may change or go before the task starts.
+        self.nursery.start_soon(self._seal, fs, idx, bytes(fs.dirty[idx]), fs.dirty_gen[idx],
+                                done)
 
-    async def _seal(self, fs: FileState, idx: int, done: trio.Event) -> None:
-        gen = fs.dirty_gen[idx]
-        data = bytes(fs.dirty[idx])
+    async def _seal(
+        self, fs: FileState, idx: int, data: bytes, gen: int, done: trio.Event
+    ) -> None:
         try:
             async with self.seal_limiter:
                 pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
