@@ -136,6 +136,14 @@ def make_pool(base: Path, disks: int = 4) -> Path:
     return pool
 
 
+@pytest.fixture
+def unmounted_pool(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh pool and an empty mountpoint, not mounted: (pool, mountpoint)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    return make_pool(tmp_path, disks=2), mnt
+
+
 @pytest.fixture(scope="module")
 def mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountedPool]:
     """A pool mounted once per test module (tests work in their own directories)."""

@@ -1,0 +1,58 @@
+"""Mount and unmount paths: SIGTERM, `dynamicfs umount`, refused options; data survives each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import MountedPool
+
+pytestmark = pytest.mark.mount
+
+
+def _mounted_now(path: Path) -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        return any(line.split(" ")[4] == str(path) for line in f)
+
+
+def test_sigterm_unmounts_and_keeps_data(workdir: Path, mounted: MountedPool) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 1)
+    # No fsync: what the kernel still holds in its writeback cache must reach the pool too.
+    (workdir / "f").write_bytes(data)
+    assert mounted.proc is not None
+    mounted.proc.send_signal(signal.SIGTERM)
+    assert mounted.proc.wait(60) == 0, mounted.daemon_output()
+    assert not _mounted_now(mounted.mnt)
+    mounted.mount()
+    assert (workdir / "f").read_bytes() == data
+
+
+def test_umount_command(workdir: Path, mounted: MountedPool) -> None:
+    (workdir / "g").write_bytes(b"kept")
+    proc = subprocess.run([sys.executable, "-m", "dynamicfs", "umount", str(mounted.mnt)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert mounted.proc is not None
+    assert mounted.proc.wait(60) == 0, mounted.daemon_output()
+    assert not _mounted_now(mounted.mnt)
+    mounted.mount()
+    assert (workdir / "g").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("option", ["suid", "dev", "max_write=1048576", "no_such_option"])
+def test_refused_mount_option(unmounted_pool: tuple[Path, Path], option: str) -> None:
+    pool, mnt = unmounted_pool
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynamicfs", "mount", "-o", option, str(pool), str(mnt)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert not _mounted_now(mnt)
+    assert "Traceback" not in proc.stderr
+    assert option.split("=")[0] in proc.stderr, proc.stderr
