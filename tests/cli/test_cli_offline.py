@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,14 @@ def test_umount_not_mounted(pool: Path, tmp_path: Path) -> None:
 def test_usage_errors_are_one_line() -> None:
     for args in ([], ["frob"], ["status"], ["mount", "x"]):
         assert_error(cli(*args, check=False), 2)
+
+
+def test_unexpected_error_is_one_line_unless_debugging(pool: Path) -> None:
+    config = pool / "pool.json"
+    config.write_text('{"format": 1, "uuid": "not-a-uuid"}\n')
+    line = assert_error(cli("status", pool, check=False), 1, "DYNAMICFS_DEBUG")
+    assert "unexpected" in line
+    env = {**os.environ, "DYNAMICFS_DEBUG": "1"}
+    proc = subprocess.run([sys.executable, "-m", "dynamicfs", "status", str(pool)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr

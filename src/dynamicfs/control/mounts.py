@@ -45,7 +45,11 @@ def canonical_mountpoint(path: str | os.PathLike[str]) -> str:
     a mount whose daemon no longer answers)."""
     absolute = os.path.abspath(os.fspath(path))
     parent, name = os.path.split(absolute)
-    return os.path.join(os.path.realpath(parent), name) if name else absolute
+    if not name:
+        return absolute
+    absolute = os.path.join(os.path.realpath(parent), name)
+    # A symlink to the mountpoint lives on the parent's filesystem: following it is safe.
+    return os.path.realpath(absolute) if os.path.islink(absolute) else absolute
 
 
 def _write_json(path: Path, obj: dict[str, object]) -> None:
