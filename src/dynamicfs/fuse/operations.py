@@ -5,12 +5,13 @@ Every handler converts pyfuse3's arguments into one engine call and the engine's
 here looks at SQL, fragments or disks. The single error boundary is `_boundary`.
 
 About `security.capability`: the kernel asks getxattr("security.capability") before every
-write() because FUSE clears SB_NOSEC on its superblock. Only FUSE_CAP_HANDLE_KILLPRIV_V2 makes
-the kernel set SB_NOSEC again (server-side kill of suid/sgid/caps on write). The libfuse on this
-system (3.14) has no KILLPRIV_V2 (it arrived in 3.16), its HANDLE_KILLPRIV (v1) only saves
-getattr calls on setattr, and pyfuse3 3.5's fuse_init never lets Python touch `conn.want`
-anyway. So the request keeps coming; we forward it to the engine, which answers it from
-memory without SQL.
+write(2) because FUSE clears SB_NOSEC on its superblock. Only FUSE_CAP_HANDLE_KILLPRIV_V2 makes
+the kernel set SB_NOSEC again (the server then kills suid/sgid/caps on write itself). It is not
+to be had here: libfuse 3.14 on this system has no KILLPRIV_V2 (libfuse PR #916, 2024), its
+HANDLE_KILLPRIV (v1) only spares getattr calls around setattr (and 3.14's do_init drops it,
+libfuse issue #884), and pyfuse3 3.5's fuse_init gives Python no access to `conn.want`.
+Answering ENOSYS would stop the probes but also switch off every xattr. So the request keeps
+coming; it is forwarded to the engine, which answers it from memory without SQL.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import pyfuse3
 
 from ..engine.types import Attr, Ctx, SetAttr, StatFs
 from ..errors import FsError
+
+if TYPE_CHECKING:
+    from ..engine.filesystem import Engine
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +189,7 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = True
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
         self.notifier = KernelNotifier()
