@@ -46,12 +46,11 @@ def parse_size_arg(text: str, what: str) -> int:
 # -- reaching the pool ------------------------------------------------------------------------
 
 def _socket_of(pool_arg: str) -> Path:
-    # Opening the pool first gives one clear error for "not a pool" whether mounted or not.
-    pool = Pool.open(Path(pool_arg), readonly=True)
-    try:
-        return pool.socket_path
-    finally:
-        pool.close()
+    sock = Pool.socket_path_of(Path(pool_arg))
+    if sock is None:
+        Pool.open(Path(pool_arg), readonly=True).close()  # raises the "not a pool" message
+        raise DynamicFSError(f"{pool_arg} is not a DynamicFS pool")
+    return sock
 
 
 def _ask(pool_arg: str, op: str, **args: Any) -> tuple[bool, Any]:

@@ -9,6 +9,7 @@ names start with ".tmp." so that GC can tell interrupted writes from fragments.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 import uuid
@@ -73,6 +74,48 @@ class LocalDisk:
             total = min(total, self.capacity_cap)
             free = max(0, min(free, self.capacity_cap - self.used))
         return total, free
+
+    # -- metadata copies ---------------------------------------------------------------------
+
+    @property
+    def metadata_dir(self) -> Path:
+        return self.root / "metadata"
+
+    def metadata_copy_tmp(self) -> Path:
+        """Where to write a new copy of the pool's database before `commit_metadata_copy`."""
+        self.metadata_dir.mkdir(exist_ok=True)
+        return self.metadata_dir / (TMP_PREFIX + "meta.db")
+
+    def commit_metadata_copy(self, info: dict) -> None:
+        """Make the copy written at `metadata_copy_tmp()` the disk's current one, durably.
+
+        The sidecar (`meta.json`: time, pool, size, BLAKE3 of the file) is replaced after the
+        database file, so a crash in between leaves a copy whose hash no longer matches, which
+        restore skips as not good.
+        """
+        tmp = self.metadata_copy_tmp()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.metadata_dir / "meta.db")
+        side = self.metadata_dir / (TMP_PREFIX + "meta.json")
+        with open(side, "w") as f:
+            json.dump(info, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(side, self.metadata_dir / "meta.json")
+        fsync_dir(self.metadata_dir)
+
+    def metadata_copy(self) -> tuple[Path, dict] | None:
+        """The disk's copy of the pool database and its sidecar, if it has one."""
+        try:
+            info = json.loads((self.metadata_dir / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+        path = self.metadata_dir / "meta.db"
+        return (path, info) if path.exists() and isinstance(info, dict) else None
 
     # -- fragments ---------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ..obs.stats import Stats
 from ..store.extents import ExtentStore
 from ..store.placement import usable_bytes
 from .blockcache import BlockCache
+from .metacopy import copy_metadata
 from .namespace import Namespace
 from .pool import Pool
 from .types import Attr, Ctx, DirEntry, SetAttr, StatFs
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 256 << 20
 COMMIT_INTERVAL = 5.0
+METADATA_COPY_INTERVAL = 300.0
 # Unlinked-but-open inodes and the like stay far below this; it is what statfs reports.
 MAX_INODES = 1 << 32
 
@@ -56,11 +58,13 @@ class Engine:
     def __init__(
         self, pool: Pool, *, cache_size: int = DEFAULT_CACHE_SIZE,
         commit_interval: float = COMMIT_INTERVAL,
+        metadata_copy_interval: float = METADATA_COPY_INTERVAL,
     ) -> None:
         self.pool = pool
         self.db = pool.db
         self.stats = Stats()
         self.commit_interval = commit_interval
+        self.metadata_copy_interval = metadata_copy_interval
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dynamicfs-io")
         self.store = ExtentStore(pool.uuid.bytes, self.executor, self.stats,
                                  on_disk_error=self._count_disk_error)
@@ -86,6 +90,15 @@ class Engine:
         self._nursery: trio.Nursery | None = None
         self._space_cache: tuple[float, int] = (0.0, 0)
         self._attach_disks()
+        self.db.on_failure = self._metadata_failed
+
+    def _metadata_failed(self, exc: Exception) -> None:
+        if not self.readonly:
+            log.critical("METADATA WRITE FAILED (%s): the pool is now READ-ONLY; data not yet "
+                         "committed cannot be stored. Unmount, check the pool directory's disk "
+                         "and run 'dynamicfs fsck'.", exc)
+        self.readonly = True
+        self.stats.incr("metadata_failures")
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -126,6 +139,7 @@ class Engine:
                     self._recover()
                     await self.commit_all()
                     await trio.to_thread.run_sync(self.db.checkpoint_truncate)
+                    await self.copy_metadata()
                 nursery.cancel_scope.cancel()
         self.executor.shutdown(wait=True)
         log.info("engine stopped: all data committed and synced")
@@ -144,10 +158,23 @@ class Engine:
                      len(self.data.doomed))
 
     async def _commit_loop(self) -> None:
+        last_copy = trio.current_time()
         while True:
             await trio.sleep(self.commit_interval)
             await self.commit_all()
             await trio.to_thread.run_sync(self.db.checkpoint)
+            if trio.current_time() - last_copy >= self.metadata_copy_interval:
+                await self.copy_metadata()
+                last_copy = trio.current_time()
+
+    async def copy_metadata(self) -> list[int]:
+        """Copy the (committed) metadata database to two disks; returns their ids."""
+        free = self.store.free_space()
+        disks = self.store.disks()
+        written = await trio.to_thread.run_sync(
+            copy_metadata, self.db, self.pool.uuid, disks, free)
+        self.stats.incr("metadata_copies", len(written))
+        return written
 
     async def commit_all(self) -> None:
         """Commit every file's cached changes and make all metadata durable."""

@@ -25,6 +25,7 @@ from ..store.placement import usable_bytes
 
 POOL_FORMAT = 1
 CONFIG_NAME = "pool.json"
+SOCKET_NAME = "control.sock"
 DB_NAME = "meta.db"
 MIN_BLOCK, MAX_BLOCK = 4096, 64 * 1024 * 1024
 
@@ -125,7 +126,15 @@ class Pool:
 
     @property
     def socket_path(self) -> Path:
-        return self.path / "control.sock"
+        return self.path / SOCKET_NAME
+
+    @staticmethod
+    def socket_path_of(path: Path) -> Path | None:
+        """The control socket of the pool at `path`, found without opening its database (which
+        the pool owner may not be able to read while root's daemon holds it); None if `path`
+        is not a pool."""
+        path = path.resolve()
+        return path / SOCKET_NAME if (path / CONFIG_NAME).is_file() else None
 
     @property
     def log_path(self) -> Path:

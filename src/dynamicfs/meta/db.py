@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ class Database:
         self._ckpt_conn: sqlite3.Connection | None = None
         self._depth = 0
         self.path = path
+        self.on_failure: Callable[[sqlite3.Error], None] = lambda exc: None
         if create:
             self._create()
         else:
@@ -74,21 +75,35 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """One atomic unit of change; nested uses join the outer transaction."""
+        """One atomic unit of change; nested uses join the outer transaction.
+
+        If SQLite itself fails (I/O error, full or corrupt database), `on_failure` is told —
+        the engine turns the mount read-only rather than go on with metadata it cannot
+        store — and the caller gets a MetadataError.
+        """
         with self.lock:
-            if self._depth == 0:
-                self.conn.execute("BEGIN IMMEDIATE")
-            self._depth += 1
             try:
-                yield self
-            except BaseException:
+                if self._depth == 0:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                self._depth += 1
+                try:
+                    yield self
+                except BaseException:
+                    self._depth -= 1
+                    if self._depth == 0 and self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
                 self._depth -= 1
                 if self._depth == 0:
-                    self.conn.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if self._depth == 0:
-                self.conn.execute("COMMIT")
+                    self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._depth == 0 and self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                self.on_failure(exc)
+                raise MetadataError(f"metadata transaction failed: {exc}") from exc
 
     def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
         with self.lock:
@@ -144,6 +159,22 @@ class Database:
         """A full checkpoint that empties the WAL (at unmount, when nothing else writes)."""
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def backup(self, dest: Path) -> None:
+        """Write a consistent copy of the database to `dest` (safe while others write).
+
+        The SQLite online backup API on a connection of its own copies one read snapshot, so
+        the copy is a committed state and the trio thread's commits are never held up.
+        """
+        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            dst = sqlite3.connect(str(dest))
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
 
     def close(self) -> None:
         with self._ckpt_lock:
