@@ -28,16 +28,24 @@ class MountRecord:
     socket: str
 
 
+SYSTEM_REGISTRY = Path("/run/dynamicfs/mounts")
+
+
 def registry_dir() -> Path:
+    """Where this user's daemons record their mounts."""
     if os.geteuid() == 0:
-        return Path("/run/dynamicfs/mounts")
+        return SYSTEM_REGISTRY
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/dynamicfs-{os.getuid()}"
     return Path(base) / "dynamicfs" / "mounts"
 
 
-def _registry_entry(mountpoint: str) -> Path:
+def _entry_name(mountpoint: str) -> str:
     # Hashed because a mountpoint path can be longer than a file name may be.
-    return registry_dir() / hashlib.sha256(os.fsencode(mountpoint)).hexdigest()[:32]
+    return hashlib.sha256(os.fsencode(mountpoint)).hexdigest()[:32]
+
+
+def _registry_entry(mountpoint: str) -> Path:
+    return registry_dir() / _entry_name(mountpoint)
 
 
 def canonical_mountpoint(path: str | os.PathLike[str]) -> str:
@@ -53,8 +61,13 @@ def canonical_mountpoint(path: str | os.PathLike[str]) -> str:
 
 
 def _write_json(path: Path, obj: dict[str, object]) -> None:
+    # Readable by all, whatever the daemon's umask: the pool owner's `umount` reads them, and
+    # they hold nothing secret (paths and a pid).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o644)
+        f.write(json.dumps(obj) + "\n")
     os.replace(tmp, path)
 
 
@@ -72,7 +85,10 @@ def record_mount(pool: Path, mountpoint: str, socket: Path) -> None:
                               "socket": str(socket)}
     _write_json(pool / STATE_NAME, obj)
     entry = _registry_entry(mountpoint)
-    entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    for directory in (entry.parent, entry.parent.parent):
+        if directory.stat().st_uid == os.geteuid():
+            os.chmod(directory, 0o755)
     _write_json(entry, obj)
 
 
@@ -91,8 +107,13 @@ def pool_record(pool: Path) -> MountRecord | None:
 
 
 def mountpoint_record(mountpoint: str) -> MountRecord | None:
-    rec = _read_record(_registry_entry(mountpoint))
-    return rec if rec is not None and rec.mountpoint == mountpoint else None
+    """The record of the mount at `mountpoint`: this user's daemons first, then root's (a
+    pool owner may control a pool that root mounted for them)."""
+    for directory in dict.fromkeys((registry_dir(), SYSTEM_REGISTRY)):
+        rec = _read_record(directory / _entry_name(mountpoint))
+        if rec is not None and rec.mountpoint == mountpoint:
+            return rec
+    return None
 
 
 def pid_alive(pid: int) -> bool:
