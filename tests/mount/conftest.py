@@ -126,14 +126,29 @@ class MountedPool:
         self.mount()
 
 
-def make_pool(base: Path, disks: int = 4) -> Path:
+def make_pool(base: Path, disks: int = 4, capacity: str | None = None) -> Path:
     pool = base / "pool"
     cli("init", pool)
     for i in range(disks):
         disk = base / f"disk{i}"
         disk.mkdir()
-        cli("add-disk", pool, disk)
+        cli("add-disk", pool, disk, *(["--capacity", capacity] if capacity else []))
     return pool
+
+
+@pytest.fixture
+def small_pool(tmp_path: Path) -> Iterator[MountedPool]:
+    """A mounted pool of four 8 MiB disks (rep:2 by default: about 16 MiB usable)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = MountedPool(make_pool(tmp_path, capacity="8M"), mnt, tmp_path)
+    m.mount()
+    try:
+        yield m
+    finally:
+        status = m.unmount()
+    if status != 0:
+        pytest.fail(f"mount daemon exited {status} on unmount\n{m.daemon_output()}")
 
 
 @pytest.fixture
