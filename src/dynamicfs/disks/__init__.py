@@ -5,9 +5,12 @@ A backend offers a small synchronous interface that the store calls from worker 
 `iter_fragment_files`. Object-store backends later implement the same methods.
 """
 
+from .faults import Fault, FaultError
 from .fragment import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing
 from .label import LabelError
 from .local import LocalDisk, shared_usage
 
-__all__ = ["HEADER_SIZE", "FragmentError", "FragmentHeader", "FragmentMissing", "LabelError",
-           "LocalDisk", "shared_usage"]
+__all__ = [
+    "HEADER_SIZE", "Fault", "FaultError", "FragmentError", "FragmentHeader", "FragmentMissing",
+    "LabelError", "LocalDisk", "shared_usage",
+]

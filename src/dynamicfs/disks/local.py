@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..codec import blake3_digest
+from .faults import FaultSet
 from .fragment import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing
 from .label import Label, LabelError, fsync_dir, read_label, write_label
 
@@ -37,6 +38,7 @@ class LocalDisk:
         self.used = 0
         self._lock = threading.Lock()
         self._known_dirs: set[str] = set()
+        self.faults = FaultSet()
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -148,12 +150,14 @@ class LocalDisk:
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            self.faults.hit("write", str(path))
             view = memoryview(header.pack() + bytes(payload)) if len(payload) < 65536 else None
             if view is not None:
                 _write_all(fd, view)
             else:
                 _write_all(fd, memoryview(header.pack()))
                 _write_all(fd, memoryview(payload))
+            self.faults.hit("fsync", str(path))
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -175,11 +179,14 @@ class LocalDisk:
     def read_fragment(self, extent_id: bytes, index: int) -> bytes:
         """The payload of a fragment, verified against the BLAKE3 in its header."""
         path = self.fragment_path(extent_id, index)
+        corrupt = self.faults.hit("read", str(path))
         try:
             with open(path, "rb", buffering=0) as f:
                 raw = f.read()
         except FileNotFoundError:
             raise FragmentMissing(f"fragment {path} is missing") from None
+        if corrupt and len(raw) > HEADER_SIZE:
+            raw = raw[:-1] + bytes([raw[-1] ^ 0xFF])
         header = FragmentHeader.unpack(raw, str(path))
         if header.pool_uuid != self.pool_uuid:
             raise FragmentError(f"{path}: belongs to another pool")
@@ -199,6 +206,7 @@ class LocalDisk:
 
     def delete_fragment(self, extent_id: bytes, index: int) -> None:
         path = self.fragment_path(extent_id, index)
+        self.faults.hit("delete", str(path))
         try:
             size = path.stat().st_size
             path.unlink()

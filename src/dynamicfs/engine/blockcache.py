@@ -545,6 +545,10 @@ class BlockCache:
         next commit. Commits of one file are serialised so an older cut never lands last.
         """
         async with fs.commit_lock:
+            # Seals already running turn dirty blocks into pending ones: waiting for them is
+            # cheaper than hashing and storing the same bytes again for the cut.
+            for done in list(fs.sealing.values()):
+                await done.wait()
             if self.files.get(fs.ino) is not fs:
                 return
             blocks = dict(fs.pending)

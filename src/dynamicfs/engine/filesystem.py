@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from ..codec import Policy
-from ..disks import LabelError
+from ..disks import Fault, LabelError
 from ..errors import DynamicFSError, FsError
 from ..meta import inodes as mino
 from ..meta import maintenance as mmaint
@@ -533,3 +533,21 @@ class Engine:
             raise DynamicFSError(str(exc)) from None
         self.pool.set_policy(policy)
         self._policy = policy
+
+    # -- fault injection (docs/operations.md) --------------------------------------------------
+
+    def inject_fault(self, disk_id: int, fault: Fault) -> None:
+        disk = self.store.disks().get(disk_id)
+        if disk is None:
+            raise DynamicFSError(f"no disk {disk_id} in this pool")
+        disk.faults.add(fault)
+        log.warning("fault injected on disk %d: %s", disk_id, fault.describe())
+
+    def clear_faults(self, disk_id: int | None = None) -> None:
+        for did, disk in self.store.disks().items():
+            if disk_id is None or did == disk_id:
+                disk.faults.clear()
+
+    def list_faults(self) -> dict[int, list[dict]]:
+        return {did: [f.describe() for f in disk.faults.list()]
+                for did, disk in self.store.disks().items() if disk.faults.list()}
