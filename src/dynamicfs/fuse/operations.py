@@ -350,8 +350,9 @@ class Operations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, entry.name, to_entry(entry.attr),
                                              entry.next_offset):
                     return
-                # readdirplus gave the kernel a lookup reference, except for the dot entries
-                # (pyfuse3's Operations.readdir contract; the kernel never forgets those).
+                # readdirplus gave the kernel a lookup reference, except for the dot entries:
+                # the kernel neither caches nor counts those, so it never forgets them either
+                # (pyfuse3's Operations.readdir contract; libfuse passthrough_hp, PR #987).
                 if entry.name not in _DOTS:
                     await self._remember(entry.attr.ino)
                 offset = entry.next_offset
