@@ -276,6 +276,10 @@ def run(pool_path: Path, mnt: Path, options: set[str], reporter: Reporter) -> in
             if isinstance(exc, DynamicFSError):
                 error = exc
                 log.error("%s", exc)
+            elif isinstance(exc, KeyboardInterrupt):
+                # Ctrl-C before the signal handlers were in place.
+                error = DynamicFSError("interrupted")
+                error.exit_code = 130
             else:
                 log.error("mount daemon failed", exc_info=group)
                 error = DynamicFSError(f"cannot mount {mnt}: {type(exc).__name__}: {exc}; "
