@@ -187,7 +187,10 @@ class Operations(pyfuse3.Operations):
     """Translate pyfuse3 requests into calls on an `Engine`."""
 
     enable_writeback_cache = True
-    supports_dot_lookup = True
+    # Not offered: export support (NFS, open_by_handle_at) lets file handles outlive the kernel's
+    # inode cache, and the engine may reuse an inode number with no generation to tell the two
+    # apart, so a stale handle could open another file. Without it such handles get ESTALE.
+    supports_dot_lookup = False
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
