@@ -167,3 +167,26 @@ def test_build_options() -> None:
 def test_is_mounted() -> None:
     assert is_mounted(Path("/"))
     assert not is_mounted(Path("/surely/not/a/mountpoint"))
+
+
+def test_readdir_error_after_entries_replies_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = FakeEngine()
+    ops = Operations(eng)
+    first = [DirEntry(b"a", attr(10), 3)]
+
+    async def readdir(ino, offset):
+        if offset == 0:
+            return first
+        raise FsError(errno.EIO)
+
+    eng.readdir = readdir
+    replies: list[bytes] = []
+    monkeypatch.setattr(pyfuse3, "readdir_reply",
+                        lambda token, name, entry, next_id: replies.append(name) or True)
+    fh = run(ops.opendir, 1, CTX)
+    # "a" is in the buffer and counted: failing now would leak its reference.
+    run(ops.readdir, fh, 0, None)
+    assert replies == [b"a"] and eng.remembered == [10]
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        run(ops.readdir, fh, 3, None)
+    assert info.value.errno == errno.EIO

@@ -348,7 +348,20 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         ino = self._dir_ino(fh)
         offset = start_id
-        while entries := await self.engine.readdir(ino, offset):
+        sent = False
+        while True:
+            try:
+                entries = await self.engine.readdir(ino, offset)
+            except Exception:
+                if not sent:
+                    raise
+                # An error reply would throw away a buffer whose entries were already counted
+                # as kernel references, leaking them. Reply short; the next call will fail.
+                log.debug("readdir of %d stopped early at offset %d", ino, offset,
+                          exc_info=True)
+                return
+            if not entries:
+                return
             for entry in entries:
                 if not pyfuse3.readdir_reply(token, entry.name, to_entry(entry.attr),
                                              entry.next_offset):
@@ -358,6 +371,7 @@ class Operations(pyfuse3.Operations):
                 # (pyfuse3's Operations.readdir contract; libfuse passthrough_hp, PR #987).
                 if entry.name not in _DOTS:
                     await self._remember(entry.attr.ino)
+                sent = True
                 offset = entry.next_offset
 
     @_boundary
