@@ -14,6 +14,7 @@ itself. `request_stop()` is only the fallback (mount busy, no fusermount3): pyfu
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # opening a large pool may take a while; a silent child longer is stuck
 UNMOUNT_TIMEOUT = 300.0  # the kernel writes back every dirty page before an unmount completes
+SYNC_TIMEOUT = 60.0  # for writing back dirty pages before a forced stop
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -182,14 +184,33 @@ async def unmount_through_kernel(mnt: Path) -> None:
         raise PoolBusy(f"cannot unmount {mnt}: {detail}")
 
 
+def _syncfs(mnt: Path) -> None:
+    fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
 async def _stop_on_signal(mnt: Path) -> None:
+    import trio
+
     from .fuse.mount import request_stop
 
     try:
         await unmount_through_kernel(mnt)
     except DynamicFSError as exc:
-        # A signal means "stop now": do not wait for the mount's users.
+        # A signal means "stop now": do not wait for the mount's users. But first have the
+        # kernel write back what open files have written so far (from a worker thread, since
+        # this thread must answer those writes): a forced stop drops any page still dirty.
         log.warning("%s; forcing the unmount", exc)
+        with trio.move_on_after(SYNC_TIMEOUT):
+            try:
+                await trio.to_thread.run_sync(_syncfs, mnt, abandon_on_cancel=True)
+            except OSError as err:
+                log.warning("syncfs of %s failed: %s", mnt, err.strerror)
         request_stop()
 
 
