@@ -123,6 +123,17 @@ def db_rows(pool_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
+def corrupt_db(pool_path: Path, *statements: str) -> None:
+    """Change the metadata of a closed pool behind the engine's back (a crash, or damage)."""
+    conn = sqlite3.connect(pool_path / "meta.db")
+    try:
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def fragment_files(pool_path: Path) -> list[Path]:
     """Every fragment file on every disk of a test pool (disks sit next to the pool dir)."""
     return sorted(p for p in pool_path.parent.glob("disk*/fragments/*/*/*") if p.is_file())

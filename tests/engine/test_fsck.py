@@ -4,25 +4,13 @@ the check responsible for it (and by no check that has no business with it)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, fragment_files, fsck_problems, write_file
+from conftest import ROOT, corrupt_db, fragment_files, fsck_problems, write_file
 
 from dynamicfs.engine.types import ROOT_CTX
 from dynamicfs.maint import fsck
-
-
-def corrupt_db(pool_path: Path, *statements: str) -> None:
-    """Damage the metadata of a closed pool on purpose."""
-    conn = sqlite3.connect(pool_path / "meta.db")
-    try:
-        for sql in statements:
-            conn.execute(sql)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def checks(pool_path: Path, verify_data: bool = True) -> set[str]:
