@@ -156,3 +156,22 @@ def test_persistence_after_remount(workdir: Path, mounted: MountedPool) -> None:
         new = os.lstat(workdir / p)
         assert (new.st_ino, new.st_mode, new.st_size, new.st_mtime_ns) == (
             old.st_ino, old.st_mode, old.st_size, old.st_mtime_ns), p
+
+
+def test_mtime_stable_across_remount(workdir: Path, mounted: MountedPool) -> None:
+    """What stat shows must not change by unmounting. With the writeback cache the kernel keeps
+    mtime itself and writes dirty pages back later; a store that stamps its own clock on those
+    late writes shows a different mtime after a remount. Many files make the race near-certain.
+    """
+    before = {}
+    for i in range(30):
+        f = workdir / f"m{i}"
+        f.write_bytes(bytes(64 * 1024))
+        with open(f, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as m:
+            m[100:104] = b"MMAP"
+            m.flush()
+        before[f.name] = os.stat(f).st_mtime_ns
+    mounted.remount()
+    after = {name: os.stat(workdir / name).st_mtime_ns for name in before}
+    changed = {n: (before[n], after[n]) for n in before if before[n] != after[n]}
+    assert not changed, f"{len(changed)} of {len(before)} mtimes moved: {changed}"
