@@ -158,10 +158,10 @@ def test_persistence_after_remount(workdir: Path, mounted: MountedPool) -> None:
             old.st_ino, old.st_mode, old.st_size, old.st_mtime_ns), p
 
 
-def test_mtime_stable_across_remount(workdir: Path, mounted: MountedPool) -> None:
+def test_times_stable_across_remount(workdir: Path, mounted: MountedPool) -> None:
     """What stat shows must not change by unmounting. With the writeback cache the kernel keeps
-    mtime itself and writes dirty pages back later; a store that stamps its own clock on those
-    late writes shows a different mtime after a remount. Many files make the race near-certain.
+    mtime and ctime itself and writes dirty pages back later; a store that stamps its own clock
+    on those late writes shows other times after a remount. Many files make the race certain.
     """
     before = {}
     for i in range(30):
@@ -170,8 +170,12 @@ def test_mtime_stable_across_remount(workdir: Path, mounted: MountedPool) -> Non
         with open(f, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as m:
             m[100:104] = b"MMAP"
             m.flush()
-        before[f.name] = os.stat(f).st_mtime_ns
+        st = os.stat(f)
+        before[f.name] = (st.st_mtime_ns, st.st_ctime_ns)
     mounted.remount()
-    after = {name: os.stat(workdir / name).st_mtime_ns for name in before}
+    after = {}
+    for name in before:
+        st = os.stat(workdir / name)
+        after[name] = (st.st_mtime_ns, st.st_ctime_ns)
     changed = {n: (before[n], after[n]) for n in before if before[n] != after[n]}
-    assert not changed, f"{len(changed)} of {len(before)} mtimes moved: {changed}"
+    assert not changed, f"{len(changed)} of {len(before)} (mtime, ctime) moved: {changed}"
