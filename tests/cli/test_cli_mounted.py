@@ -161,6 +161,8 @@ def test_add_disk_and_set_policy_while_mounted(mounted: Mount, tmp_path: Path) -
 
 def test_umount_then_remount(mounted: Mount) -> None:
     pid = _pid(mounted)
+    mounted_keys = set(cli_json("status", mounted.pool))
+    mounted_disk_keys = set(cli_json("list-disks", mounted.pool)["disks"][0])
     (mounted.mnt / "dir").mkdir()
     payload = os.urandom(5 << 20) + b"tail"
     (mounted.mnt / "dir" / "file").write_bytes(payload)
@@ -171,7 +173,11 @@ def test_umount_then_remount(mounted: Mount) -> None:
     assert not (mounted.pool / "control.sock").exists()
     assert not (mounted.pool / "mounted").exists()
     assert "unmounted" in mounted.log() and "cleanly" in mounted.log()
-    assert cli_json("status", mounted.pool)["mounted"] is False
+    offline = cli_json("status", mounted.pool)
+    assert offline["mounted"] is False
+    # Scripts may rely on every key of the unmounted report also being there when mounted.
+    assert set(offline) <= mounted_keys
+    assert set(cli_json("list-disks", mounted.pool)["disks"][0]) == mounted_disk_keys
     assert_error(cli("umount", mounted.mnt, check=False), 1, "not mounted")
     mounted.mount()
     assert (mounted.mnt / "dir" / "file").read_bytes() == payload
