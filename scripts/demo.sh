@@ -26,8 +26,9 @@ is_mounted() {  # nothing but the mount table: stat() on a dead mount fails
     /proc/self/mountinfo
 }
 live() { [ -e "$pool/pool.json" ] && [ -n "$("$dfs" status "$pool" --json 2>/dev/null | json_field mounted)" ]; }
-# A mount left behind by a daemon that died would block everything below; clear it first.
-if is_mounted && ! live; then
+# A mount left behind by a daemon that died (stat fails: ENOTCONN) would block everything
+# below; clear it first. A live mount of another pool is left for `mount` to refuse.
+if is_mounted && ! live && ! stat "$mnt" >/dev/null 2>&1; then
   "$dfs" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt"
 fi
 
