@@ -338,7 +338,8 @@ class BlockCache:
             self.dirty_bytes += len(buf)
         return buf
 
-    async def write(self, ino: int, offset: int, data: bytes) -> int:
+    async def write(self, ino: int, offset: int, data: bytes, *, stamp: bool = True) -> int:
+        """Write `data` at `offset`; `stamp` sets mtime/ctime to now (unless the kernel does)."""
         if not data:
             return 0
         await self._wait_for_space()
@@ -364,7 +365,8 @@ class BlockCache:
                 if start + n == bs:
                     self.start_seal(fs, idx)
             fs.size = max(fs.size, end)
-            fs.mtime_ns = fs.ctime_ns = time.time_ns()
+            if stamp:
+                fs.mtime_ns = fs.ctime_ns = time.time_ns()
             fs.meta_gen += 1
         self.stats.incr("write_bytes", len(data))
         return len(data)

@@ -76,6 +76,8 @@ class Engine:
         self.data.request_deletion_flush = self._request_deletion_round
         self.invalidator: object = _NoInvalidator()
         self.readonly = False
+        # True when the kernel maintains mtime/ctime itself (FUSE writeback cache).
+        self.kernel_times = False
         self.lookups: Counter[int] = Counter()
         self.opens: Counter[int] = Counter()
         self.handles: dict[int, int] = {}
@@ -440,7 +442,7 @@ class Engine:
         self._writable()
         ino = self._ino(fh)
         self._check_space(len(data))
-        return await self.data.write(ino, offset, data)
+        return await self.data.write(ino, offset, data, stamp=not self.kernel_times)
 
     async def flush(self, fh: int) -> None:
         ino = self._ino(fh)

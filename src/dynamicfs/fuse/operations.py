@@ -195,6 +195,9 @@ class Operations(pyfuse3.Operations):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        # With the writeback cache the kernel keeps mtime/ctime and sends them with SETATTR;
+        # WRITEs it flushes later must not restamp the file with the time of the flush.
+        engine.kernel_times = self.enable_writeback_cache
         self.notifier = KernelNotifier()
         # readdir and fsyncdir only receive the directory handle; the engine wants the inode.
         self._dir_inodes: dict[int, int] = {}
