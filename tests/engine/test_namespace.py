@@ -409,6 +409,8 @@ def test_xattr_limits_and_acls(run_engine):
         await fails(errno.ERANGE, engine.setxattr(f, b"user." + b"n" * 251, b""))
         await fails(errno.E2BIG, engine.setxattr(f, b"user.big", b"x" * 65537))
         await fails(errno.EOPNOTSUPP, engine.setxattr(f, b"system.posix_acl_access", b"x"))
+        await fails(errno.EOPNOTSUPP, engine.getxattr(f, b"system.posix_acl_access"))
+        await fails(errno.EOPNOTSUPP, engine.removexattr(f, b"system.posix_acl_default"))
         await fails(errno.ENODATA, engine.getxattr(f, b"security.capability"))
         await engine.setxattr(f, b"security.capability", b"cap")
         assert await engine.getxattr(f, b"security.capability") == b"cap"

@@ -146,13 +146,6 @@ def test_open_keep_cache_and_statfs() -> None:
     assert (st.f_blocks, st.f_bavail, st.f_namemax) == (100, 40, 255)
 
 
-def test_acl_xattrs_refused() -> None:
-    ops = Operations(FakeEngine())
-    with pytest.raises(pyfuse3.FUSEError) as info:
-        run(ops.setxattr, 7, b"system.posix_acl_access", b"x", CTX)
-    assert info.value.errno == errno.EOPNOTSUPP
-
-
 def test_build_options() -> None:
     opts = build_options(["allow_other,noatime", "fsname=mypool"])
     assert {"default_permissions", "nosuid", "nodev", "subtype=dynamicfs"} <= opts

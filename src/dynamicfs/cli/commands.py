@@ -100,7 +100,10 @@ def _writer(pool_arg: str, purpose: str) -> Iterator[Pool]:
 def _offline_identity(pool: Pool) -> dict[str, Any]:
     """How an unanswered pool looks: unmounted, or mounted by a daemon that is not answering."""
     rec = pool_record(pool.path)
-    if rec is not None and pid_alive(rec.pid):
+    if rec is not None and pid_alive(rec.pid) and mount_type(rec.mountpoint) is None:
+        print(f"dynamicfs: note: daemon pid {rec.pid} has unmounted {rec.mountpoint} and is "
+              f"still flushing", file=sys.stderr)
+    elif rec is not None and pid_alive(rec.pid):
         print(f"dynamicfs: warning: daemon pid {rec.pid} (mounted on {rec.mountpoint}) does not "
               f"answer on its control socket; showing the pool as stored on disk",
               file=sys.stderr)

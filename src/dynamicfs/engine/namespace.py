@@ -23,8 +23,12 @@ NAME_MAX = 255
 PATH_MAX = 4096
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
-# ACLs are not enforced (the kernel checks mode bits under default_permissions), so storing
-# them would only pretend; refusing lets cp/tar fall back cleanly.
+# POSIX ACLs are not supported: the kernel checks mode bits (default_permissions) and the FUSE
+# layer does not negotiate FUSE_POSIX_ACL, so the kernel would pass ACL xattrs through as plain
+# ones and change no mode bits. Stored, they would be silently meaningless — `cp -a` sets a
+# copy's mode through setxattr(system.posix_acl_access) and every copy would stay 0600.
+# EOPNOTSUPP on every access makes tools fall back to chmod, as on a filesystem mounted
+# without ACL support.
 _UNSUPPORTED_XATTR_PREFIXES = (b"system.posix_acl_",)
 
 
@@ -320,7 +324,7 @@ class Namespace:
         if name == b"security.capability" and ino not in self.has_capability:
             raise FsError(errno.ENODATA)
         if name.startswith(_UNSUPPORTED_XATTR_PREFIXES):
-            raise FsError(errno.ENODATA)
+            raise FsError(errno.EOPNOTSUPP)
         value = mino.get_xattr(self.db, ino, name)
         if value is None:
             self.row(ino)
@@ -351,6 +355,8 @@ class Namespace:
         return mino.list_xattrs(self.db, ino)
 
     def removexattr(self, ino: int, name: bytes) -> None:
+        if name.startswith(_UNSUPPORTED_XATTR_PREFIXES):
+            raise FsError(errno.EOPNOTSUPP)
         with self.db.transaction():
             self.row(ino)
             if not mino.remove_xattr(self.db, ino, name):

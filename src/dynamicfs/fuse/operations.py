@@ -42,12 +42,6 @@ ATTR_TIMEOUT = 60.0
 
 _DOTS = (b".", b"..")
 
-# We do not negotiate FUSE_POSIX_ACL (the engine keeps no ACLs), so the kernel passes ACL
-# xattrs through as if they were plain ones and changes no mode bits. Stored that way they would
-# be silently meaningless: `cp -a` sets a file's mode with setxattr(system.posix_acl_access) and
-# would leave every copy at 0600. EOPNOTSUPP makes tools fall back to chmod, as on a filesystem
-# mounted without ACL support.
-_ACL_XATTRS = (b"system.posix_acl_access", b"system.posix_acl_default")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -396,16 +390,12 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if name in _ACL_XATTRS:
-            raise FsError(errno.EOPNOTSUPP)
         return await self.engine.getxattr(inode, name)
 
     @_boundary
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         # pyfuse3 checks XATTR_CREATE/XATTR_REPLACE itself with a getxattr before calling us.
-        if name in _ACL_XATTRS:
-            raise FsError(errno.EOPNOTSUPP)
         await self.engine.setxattr(inode, name, value, to_ctx(ctx))
 
     @_boundary
@@ -414,6 +404,4 @@ class Operations(pyfuse3.Operations):
 
     @_boundary
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name in _ACL_XATTRS:
-            raise FsError(errno.EOPNOTSUPP)
         await self.engine.removexattr(inode, name, to_ctx(ctx))
