@@ -257,3 +257,22 @@ def test_foreground_mount(tmp_path: Path, pool: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         m.cleanup()
+
+
+def test_daemon_start_failure_is_reported(pool: Path, tmp_path: Path) -> None:
+    """An error inside the daemon before it is up reaches the caller as one line."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("needs /dev/fuse")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    line = assert_error(cli("mount", pool, mnt, "-o", "no_such_option", check=False), 1)
+    assert "daemon.log" in line
+    assert not in_mountinfo(mnt)
+    assert not (pool / "control.sock").exists() and not (pool / "mounted").exists()
+    assert "unknown option" in (pool / "daemon.log").read_text()
+    # Nothing was left holding the pool: it mounts at once.
+    m = Mount(pool, mnt)
+    try:
+        m.mount()
+    finally:
+        m.cleanup()
