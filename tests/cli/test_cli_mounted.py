@@ -266,10 +266,10 @@ def test_daemon_start_failure_is_reported(pool: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     line = assert_error(cli("mount", pool, mnt, "-o", "no_such_option", check=False), 1)
-    assert "daemon.log" in line
+    assert "no_such_option" in line
     assert not in_mountinfo(mnt)
     assert not (pool / "control.sock").exists() and not (pool / "mounted").exists()
-    assert "unknown option" in (pool / "daemon.log").read_text()
+    assert "no_such_option" in (pool / "daemon.log").read_text()
     # Nothing was left holding the pool: it mounts at once.
     m = Mount(pool, mnt)
     try:
