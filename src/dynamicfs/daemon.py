@@ -8,8 +8,10 @@ mounted, or the one-line error that stopped it.
 Stopping: `dynamicfs umount` (the `shutdown` control op) and SIGTERM/SIGINT/SIGHUP unmount
 through the kernel with `fusermount3 -u`. The kernel then writes back the dirty pages of the
 writeback cache to us before the connection ends, after which `pyfuse3.main()` returns by
-itself. `request_stop()` is only the fallback (mount busy, no fusermount3): pyfuse3 then closes
-/dev/fuse before unmounting, and any pages still dirty in the kernel are lost.
+itself. `request_stop()` is only the fallback (a signal while the mount is busy, or no
+fusermount3): the kernel is first made to write back its dirty pages (syncfs), but pyfuse3 then
+closes /dev/fuse before unmounting, so writes still in flight at that instant are lost and
+their writers get EIO from close() or fsync().
 """
 
 from __future__ import annotations
