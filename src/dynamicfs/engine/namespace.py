@@ -21,6 +21,8 @@ from .types import RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLAC
 
 NAME_MAX = 255
 PATH_MAX = 4096
+_LISTING_TTL = 1.0
+_LISTING_BATCH = 2000
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
 # POSIX ACLs are not supported: the kernel checks mode bits (default_permissions) and the FUSE
@@ -53,6 +55,8 @@ class Namespace:
         # Inodes that carry security.capability: the kernel asks for it on every write, and
         # answering from this set keeps SQLite out of the write path.
         self.has_capability = set(mino.inodes_with_xattr(db, b"security.capability"))
+        # ino -> (when read, entries, next_offset -> index): see readdir.
+        self._listings: dict[int, tuple[float, list[tuple[bytes, Attr, int]], dict[int, int]]] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -106,12 +110,31 @@ class Namespace:
             raise FsError(errno.EINVAL if not stat.S_ISLNK(row.mode) else errno.EIO)
         return target
 
-    def readdir(self, ino: int, offset: int, limit: int = 1000) -> list[tuple[bytes, Attr, int]]:
+    def readdir(self, ino: int, offset: int) -> list[tuple[bytes, Attr, int]]:
         """Entries after `offset`: "." is offset 1, ".." offset 2, then dentry id + 2.
 
         Dentry ids only grow, so entries added or removed during a listing never make another
-        entry repeat or vanish.
+        entry repeat or vanish. The kernel asks for a page of entries at a time, so one batch
+        read from SQLite serves the following calls of the same listing for up to a second;
+        any change to the directory drops it.
         """
+        cached = self._listings.get(ino)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _LISTING_TTL:
+            at = cached[2].get(offset)
+            if at is not None and at + 1 < len(cached[1]):
+                return cached[1][at + 1:]
+        batch = self._read_dir(ino, offset, _LISTING_BATCH)
+        if len(self._listings) > 64:
+            self._listings.clear()
+        self._listings[ino] = (now, batch, {e[2]: i for i, e in enumerate(batch)})
+        return batch
+
+    def _changed(self, *dirs: int) -> None:
+        for d in dirs:
+            self._listings.pop(d, None)
+
+    def _read_dir(self, ino: int, offset: int, limit: int) -> list[tuple[bytes, Attr, int]]:
         out: list[tuple[bytes, Attr, int]] = []
         if offset < 1:
             out.append((b".", self.attr(self._dir_row(ino)), 1))
@@ -139,6 +162,7 @@ class Namespace:
         _check_name(name)
         if target is not None and len(target) >= PATH_MAX:
             raise FsError(errno.ENAMETOOLONG)
+        self._changed(parent)
         now = time.time_ns()
         with self.db.transaction():
             prow = self._dir_row(parent)
@@ -160,6 +184,7 @@ class Namespace:
 
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
         _check_name(new_name)
+        self._changed(new_parent)
         now = time.time_ns()
         with self.db.transaction():
             row = self.row(ino)
@@ -198,6 +223,7 @@ class Namespace:
 
     def unlink(self, parent: int, name: bytes) -> int | None:
         """Remove a non-directory entry; returns the inode if it lost its last link."""
+        self._changed(parent)
         now = time.time_ns()
         with self.db.transaction():
             ino = self._entry(parent, name)
@@ -212,6 +238,7 @@ class Namespace:
             raise FsError(errno.EINVAL)
         if name == b"..":
             raise FsError(errno.ENOTEMPTY)
+        self._changed(parent)
         now = time.time_ns()
         with self.db.transaction():
             ino = self._entry(parent, name)
@@ -242,6 +269,7 @@ class Namespace:
                 RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise FsError(errno.EINVAL)
         _check_name(new_name)
+        self._changed(old_parent, new_parent)
         now = time.time_ns()
         with self.db.transaction():
             src = self._entry(old_parent, old_name)
