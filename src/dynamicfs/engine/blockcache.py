@@ -495,6 +495,11 @@ class BlockCache:
         self._pending_by_digest[digest] = pe
         return pe
 
+    def in_use(self, digest: bytes) -> bool:
+        """Whether fragments of `digest` are being written, awaited by a commit or deleted."""
+        return (digest in self._pending_by_digest or digest in self._sealing_digest
+                or digest in self.doomed)
+
     def _release(self, pe: PendingExtent | None) -> None:
         """Drop one user of a pending extent; forget it (and its fragments) when unused."""
         if pe is None:

@@ -25,6 +25,7 @@ import trio
 from ..codec import Policy
 from ..disks import Fault, LabelError
 from ..errors import DynamicFSError, FsError
+from ..meta import extents as mext
 from ..meta import inodes as mino
 from ..meta import maintenance as mmaint
 from ..meta.schema import ROOT_INODE
@@ -89,6 +90,7 @@ class Engine:
         self._sync_requested = 0
         self._synced = 0
         self._round_lock = trio.Lock()
+        self.gc_lock = trio.Lock()  # one garbage collection at a time (maint/gc.py)
         self._nursery: trio.Nursery | None = None
         self._space_cache: tuple[float, int] = (0.0, 0)
         self._attach_disks()
@@ -536,6 +538,21 @@ class Engine:
         self.pool.set_policy(policy)
         self._policy = policy
 
+    # -- garbage collection --------------------------------------------------------------------
+
+    def in_use(self, digest: bytes) -> bool:
+        """Whether a write in flight, a pending commit or a queued deletion uses `digest`."""
+        return self.data.in_use(digest)
+
+    def fragment_recorded(self, digest: bytes, idx: int, disk: int) -> bool:
+        return mext.fragment_recorded(self.db, digest, idx, disk)
+
+    def refresh_disk_usage(self) -> None:
+        """Re-read from metadata what each disk holds (after files were removed behind us)."""
+        used = self.pool.fragment_counts()
+        for disk_id, disk in self.store.disks().items():
+            disk.used = used.get(disk_id, (0, 0))[1] or 0
+
     # -- fault injection (docs/operations.md) --------------------------------------------------
 
     def inject_fault(self, disk_id: int, fault: Fault) -> None:
@@ -553,3 +570,4 @@ class Engine:
     def list_faults(self) -> dict[int, list[dict]]:
         return {did: [f.describe() for f in disk.faults.list()]
                 for did, disk in self.store.disks().items() if disk.faults.list()}
+

@@ -129,3 +129,10 @@ def totals(db: Database) -> dict[str, int]:
     assert ext is not None
     return {"extents": ext[0], "unique_bytes": ext[1], "referenced_bytes": ext[2],
             "stored_bytes": stored, "fragments": nfrag}
+
+
+def fragment_recorded(db: Database, digest: bytes, idx: int, disk: int) -> bool:
+    """Whether the metadata says fragment `idx` of the extent `digest` lives on `disk`."""
+    return db.get_val(
+        "SELECT 1 FROM extents e JOIN fragments f ON f.extent = e.id"
+        " WHERE e.hash=? AND f.idx=? AND f.disk=?", (digest, idx, disk)) is not None
