@@ -52,6 +52,9 @@ START_TIMEOUT = 120.0  # opening a large pool may take a while; a silent child l
 UNMOUNT_TIMEOUT = 300.0  # the kernel writes back every dirty page before an unmount completes
 SYNC_TIMEOUT = 60.0  # for writing back dirty pages before a forced stop
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Crash leftovers are swept this long after mounting: late enough not to compete with
+# whatever the user does right after the mount, early enough that nobody has to run gc.
+GC_DELAY = 5.0
 
 
 def fusermount() -> str | None:
@@ -216,6 +219,25 @@ async def _stop_on_signal(mnt: Path) -> None:
         request_stop()
 
 
+async def _background_gc(engine: Any) -> None:
+    """One sweep of orphans shortly after mounting (mount-time recovery does not scan disks)."""
+    import trio
+
+    from .maint import gc
+
+    await trio.sleep(GC_DELAY)
+    try:
+        report = await gc.collect_online(engine)
+    except Exception:
+        # A failed sweep costs only space; it must never take the mount down.
+        log.exception("background gc failed")
+        return
+    log.info("background gc: removed %d orphan fragments and %d temporary files (%d bytes, "
+             "%d files scanned in %.1f s, %d errors)", report.orphan_fragments,
+             report.temp_files, report.bytes_reclaimed, report.files_scanned, report.seconds,
+             report.errors)
+
+
 async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -> None:
     import trio
 
@@ -256,6 +278,7 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
                 record_mount(pool.path, str(mnt), pool.socket_path)
                 log.info("mounted %s on %s", pool.path, mnt)
                 reporter.ready(pool.path, mnt)
+                nursery.start_soon(_background_gc, engine)
             log.info("filesystem unmounted; flushing")
     if not reporter.done:
         raise DynamicFSError("interrupted before the mount was ready")

@@ -21,6 +21,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.policy = "rep:2"
         self.disks: list[dict[str, Any]] = []
+        self.faults: dict[int, list[dict[str, Any]]] = {}  # disks 1 and 2 exist
 
     def status(self) -> dict[str, Any]:
         return {"policy": self.policy, "disks": len(self.disks)}
@@ -43,6 +44,26 @@ class FakeEngine:
         if text == "rep:9":
             raise DynamicFSError("policy rep:9 needs 9 disks; add-disk")
         self.policy = text
+
+    @property
+    def store(self) -> Any:
+        class Store:
+            def disks(self) -> dict[int, None]:
+                return {1: None, 2: None}
+        return Store()
+
+    def inject_fault(self, disk_id: int, fault: Any) -> None:
+        if disk_id not in (1, 2):
+            raise DynamicFSError(f"no disk {disk_id} in this pool")
+        self.faults.setdefault(disk_id, []).append(fault.describe())
+
+    def list_faults(self) -> dict[int, list[dict[str, Any]]]:
+        return {d: list(f) for d, f in self.faults.items() if f}
+
+    def clear_faults(self, disk_id: int | None = None) -> None:
+        for d in list(self.faults):
+            if disk_id is None or d == disk_id:
+                self.faults[d] = []
 
 
 def run_with_server(tmp: Path, client: Any, *, sock_name: str = "control.sock") -> Any:
@@ -140,3 +161,33 @@ def test_silent_daemon_times_out(tmp_path: Path) -> None:
         mute.listen(1)  # accepts into the backlog, never answers
         with pytest.raises(ControlError, match="did not answer"):
             call(tmp_path / "control.sock", "status", timeout=0.3)
+
+
+def test_fault_ops_check_their_arguments(tmp_path: Path) -> None:
+    def client(sock: Path) -> tuple[list[tuple[int, str]], list[Any]]:
+        refused = []
+        for args in ({"disk": 1, "operation": "write", "kind": "corrupt"},
+                     {"disk": 1, "operation": "read", "kind": "error", "errno": "ENOENT"},
+                     {"disk": 1, "operation": "read", "kind": "hang", "seconds": -1},
+                     {"disk": "1", "operation": "read", "kind": "corrupt"},
+                     {"disk": 1, "operation": "read", "kind": "corrupt", "probability": 0},
+                     {"disk": 3, "operation": "read", "kind": "corrupt"}):
+            with pytest.raises(DynamicFSError) as info:
+                call(sock, "inject-fault", **args)
+            refused.append((info.value.exit_code, str(info.value)))
+        with pytest.raises(DynamicFSError) as info:
+            call(sock, "gc", dry_run="yes")
+        refused.append((info.value.exit_code, str(info.value)))
+        done = [call(sock, "inject-fault", disk=2, operation="write", kind="error",
+                     errno="ENOSPC", count=2),
+                call(sock, "list-faults"), call(sock, "clear-faults", disk=2),
+                call(sock, "list-faults")]
+        return refused, done
+
+    (refused, done), _, _ = run_with_server(tmp_path, client)
+    assert [code for code, _ in refused] == [2, 2, 2, 2, 2, 1, 2]
+    assert "only reads" in refused[0][1] and "ENOENT" in refused[1][1]
+    assert "no disk 3" in refused[5][1]
+    assert done[0]["disk"] == 2 and done[0]["errno"] == 28 and done[0]["count"] == 2
+    assert [(f["disk"], f["op"]) for f in done[1]["faults"]] == [(2, "write")]
+    assert done[2] == {"disk": 2, "cleared": 1} and done[3] == {"faults": []}

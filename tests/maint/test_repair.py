@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import (
+from engine_fixtures import (
     ROOT,
     corrupt_db,
     db_rows,

@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import NoReturn
 
 from ..errors import DynamicFSError
-from . import commands
+from . import commands, maint
 
 PROG = "dynamicfs"
 
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stay in the foreground, logging to stderr too")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
                    help="FUSE mount options, comma-separated; may repeat")
+
+    maint.add_verbs(verb)
 
     p = verb("umount", commands.cmd_umount,
              "unmount (flushes, then stops the daemon); MOUNTPOINT or POOL", json=False)

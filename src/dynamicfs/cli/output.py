@@ -123,3 +123,94 @@ def print_status(report: dict[str, Any]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
+
+
+# -- maintenance reports ----------------------------------------------------------------------
+
+def _problems_table(problems: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("problem")
+    for p in problems:
+        table.add_row(Text(p["check"]), Text(p["message"]))
+    return table
+
+
+def print_fsck(report: dict[str, Any]) -> None:
+    out = console()
+    restored = report.get("restored")
+    if restored:
+        out.print(f"restored {report['pool']}/meta.db from {restored['copy']} (taken "
+                  f"{human_age(restored['age_seconds'])} ago on disk {restored['disk']})",
+                  markup=False)
+        if restored.get("damaged"):
+            out.print(f"the previous database was kept as {restored['damaged']}; it was "
+                      f"replaced because: {restored['reason']}", markup=False)
+        if report["problems"]:
+            out.print("the copy predates the pool's last changes: run 'dynamicfs fsck POOL "
+                      "--rebuild-metadata' to reconcile it with the disks (newer data is kept "
+                      "in /lost+found/extents), or --repair to keep only what the copy knows",
+                      markup=False)
+    rebuilt = report.get("rebuilt")
+    if rebuilt:
+        for line in rebuilt_lines(rebuilt):
+            out.print(line, markup=False)
+    problems = report["problems"]
+    if not problems:
+        out.print(f"pool {report['pool']}: no problems found ({len(report['checks'])} checks)",
+                  markup=False)
+        return
+    out.print(f"{len(problems)} problems found:")
+    out.print(_problems_table(problems))
+    if "repairs" in report:
+        for r in report["repairs"]:
+            loss = "DATA LOSS: " if r["data_loss"] else ""
+            out.print(f"repaired [{r['check']}] {loss}{r['action']}", markup=False)
+        remaining = report["remaining"]
+        if remaining:
+            out.print(f"{len(remaining)} problems remain (not safely repairable):")
+            out.print(_problems_table(remaining))
+        else:
+            out.print("all problems repaired; the pool is consistent")
+
+
+def rebuilt_lines(r: dict[str, Any]) -> list[str]:
+    lines = [f"rebuilt the extent and fragment tables from {r['fragments']} fragment headers "
+             f"on {r['disks_scanned']} disks (base: {r['base']}): {r['extents']} extents"]
+    if r["bad_fragments"]:
+        lines.append(f"{r['bad_fragments']} fragment files were unusable (bad header, size or "
+                     f"checksum) and were left for gc")
+    if r["incomplete_extents"]:
+        lines.append(f"{r['incomplete_extents']} extents had too few good fragments to read")
+    for hole in r["holes"]:
+        lines.append(f"DATA LOSS: {hole['path']} block {hole['block']}: its extent exists "
+                     f"nowhere; it now reads as zeros")
+    if r["unattached_extents"]:
+        lines.append(f"{r['unattached_extents']} extents ({human_size(r['unattached_bytes'])}) "
+                     f"belong to no file: kept as files in {r['unattached_dir']}")
+    return lines
+
+
+def human_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def fault_text(f: dict[str, Any]) -> str:
+    import errno as errno_mod
+
+    what = {"error": f"fail with {errno_mod.errorcode.get(f['errno'], f['errno'])}",
+            "corrupt": "corrupt the data read", "hang": f"hang {f['seconds']:g} s"}[f["kind"]]
+    times = "until cleared" if f.get("count") is None else f"{f['count']} more times"
+    chance = "" if f.get("probability", 1.0) >= 1.0 else f", probability {f['probability']:g}"
+    return f"{f['op']}: {what}, {times}{chance}"
+
+
+def print_faults(faults: list[dict[str, Any]]) -> None:
+    if not faults:
+        print("no faults armed")
+        return
+    for f in faults:
+        print(f"disk {f['disk']}: {fault_text(f)}")

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..errors import DynamicFSError
 
-OPS = ("ping", "status", "list-disks", "add-disk", "set-policy", "shutdown")
+OPS = ("ping", "status", "list-disks", "add-disk", "set-policy", "gc", "inject-fault",
+       "clear-faults", "list-faults", "shutdown")
 # A request line is a few hundred bytes; a cap keeps a confused peer from growing our buffer.
 MAX_LINE = 1 << 20
 UNIX_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path), including the terminating NUL

@@ -20,7 +20,10 @@ from typing import Any
 import trio
 
 from ..codec import Policy
+from ..disks import Fault, FaultError
+from ..disks.faults import ERRNOS
 from ..errors import DynamicFSError, FsError
+from ..maint import gc
 from .protocol import MAX_LINE, decode, encode, error_reply, ok_reply, sun_path
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,10 @@ class ControlServer:
             "list-disks": self._list_disks,
             "add-disk": self._add_disk,
             "set-policy": self._set_policy,
+            "gc": self._gc,
+            "inject-fault": self._inject_fault,
+            "clear-faults": self._clear_faults,
+            "list-faults": self._list_faults,
             "shutdown": self._shutdown,
         }
         self._inode: tuple[int, int] | None = None
@@ -182,7 +189,7 @@ class ControlServer:
             handler = self._ops.get(op)
             if handler is None:
                 raise Refused(f"unknown control operation '{op}'")
-            if op not in ("ping", "status", "list-disks"):
+            if op not in ("ping", "status", "list-disks", "list-faults"):
                 log.info("control: %s %s from pid %d uid %d", op, args, pid, uid)
             result = await _maybe_await(handler(args))
         except DynamicFSError as exc:
@@ -237,6 +244,46 @@ class ControlServer:
             raise Refused(str(exc)) from None
         await _maybe_await(self.engine.set_policy(str(policy)))
         return {"policy": str(policy)}
+
+    async def _gc(self, args: dict[str, Any]) -> dict[str, Any]:
+        dry_run = args.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise Refused("argument 'dry_run' must be true or false")
+        report = await gc.collect_online(self.engine, dry_run)
+        return report.as_dict()
+
+    def _inject_fault(self, args: dict[str, Any]) -> dict[str, Any]:
+        disk = _arg(args, "disk", int)
+        # Not "op": that names the control request itself.
+        op = _arg(args, "operation", str)
+        kind = _arg(args, "kind", str)
+        name = _arg(args, "errno", str, required=False) or "EIO"
+        if name not in ERRNOS:
+            raise Refused(f"unknown errno {name!r}; one of {', '.join(ERRNOS)}")
+        seconds = _arg(args, "seconds", (int, float), required=False) or 0.0
+        count = _arg(args, "count", int, required=False)
+        probability = _arg(args, "probability", (int, float), required=False)
+        try:
+            fault = Fault(op, kind, ERRNOS[name], float(seconds), count,
+                          1.0 if probability is None else float(probability))
+        except FaultError as exc:
+            raise Refused(str(exc)) from None
+        self.engine.inject_fault(disk, fault)
+        return {"disk": disk, **fault.describe()}
+
+    def _clear_faults(self, args: dict[str, Any]) -> dict[str, Any]:
+        disk = _arg(args, "disk", int, required=False)
+        if disk is not None and disk not in self.engine.store.disks():
+            raise DynamicFSError(f"no disk {disk} in this pool")
+        cleared = sum(len(v) for d, v in self.engine.list_faults().items()
+                      if disk is None or d == disk)
+        self.engine.clear_faults(disk)
+        return {"disk": disk, "cleared": cleared}
+
+    def _list_faults(self, args: dict[str, Any]) -> dict[str, Any]:
+        # JSON object keys are strings; a list of rows keeps disk ids integers.
+        return {"faults": [{"disk": d, **f} for d, faults in sorted(
+            self.engine.list_faults().items()) for f in faults]}
 
     async def _shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
         identity = self._identity()

@@ -151,20 +151,11 @@ class Repairer:
 
     def _lost_found(self) -> int:
         """The /lost+found directory, created if needed (within the caller's transaction)."""
-        ino = minodes.lookup(self.db, ROOT_INODE, LOST_FOUND)
-        if ino is not None:
-            row = minodes.get_inode(self.db, ino)
-            if row is not None and stat.S_ISDIR(row.mode):
-                return ino
-            raise DynamicFSError(f"/{LOST_FOUND.decode()} exists and is not a directory; rename "
-                             f"it and run fsck --repair again")
-        st = os.stat(self.pool.path)
-        ino = minodes.create_inode(self.db, stat.S_IFDIR | 0o700, st.st_uid, st.st_gid, 2,
-                                   time.time_ns())
-        minodes.add_dentry(self.db, ROOT_INODE, LOST_FOUND, ino)
-        minodes.add_nlink(self.db, ROOT_INODE, 1)
-        self.did(f"created /{LOST_FOUND.decode()} (inode {ino})", ("inode", ino))
-        return ino
+        if minodes.lookup(self.db, ROOT_INODE, LOST_FOUND) is None:
+            ino = ensure_directory(self.pool, ROOT_INODE, LOST_FOUND)
+            self.did(f"created /{LOST_FOUND.decode()} (inode {ino})", ("inode", ino))
+            return ino
+        return ensure_directory(self.pool, ROOT_INODE, LOST_FOUND)
 
     def _tree(self) -> None:
         """Move every linked inode the root cannot reach into /lost+found as '#<inode>'."""
@@ -425,6 +416,24 @@ class Repairer:
         if report.orphan_fragments or report.temp_files:
             self.did(f"removed {report.orphan_fragments} orphan fragments and "
                      f"{report.temp_files} temporary files ({report.bytes_reclaimed} bytes)")
+
+
+def ensure_directory(pool: Pool, parent: int, name: bytes) -> int:
+    """The directory `name` in `parent`, created (owner-only, owned like the pool directory)
+    if missing; within the caller's transaction."""
+    ino = minodes.lookup(pool.db, parent, name)
+    if ino is not None:
+        row = minodes.get_inode(pool.db, ino)
+        if row is not None and stat.S_ISDIR(row.mode):
+            return ino
+        raise DynamicFSError(f"{path_of(pool, ino)} exists and is not a directory; rename it "
+                             f"and run fsck again")
+    st = os.stat(pool.path)
+    ino = minodes.create_inode(pool.db, stat.S_IFDIR | 0o700, st.st_uid, st.st_gid, 2,
+                               time.time_ns())
+    minodes.add_dentry(pool.db, parent, name, ino)
+    minodes.add_nlink(pool.db, parent, 1)
+    return ino
 
 
 def available_disks(pool: Pool) -> dict[int, LocalDisk]:

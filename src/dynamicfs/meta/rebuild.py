@@ -151,3 +151,14 @@ def recompute_refcounts(db: Database) -> int:
 
 def disk_ids_by_uuid(db: Database) -> dict[str, int]:
     return {u: i for i, u in db.query("SELECT id, uuid FROM disks")}
+
+
+def unreferenced_extent_rows(db: Database) -> list[tuple[int, bytes, int]]:
+    """(id, hash, length) of extents no block map points at."""
+    return [(i, bytes(h), n) for i, h, n in db.query(
+        "SELECT id, hash, length FROM extents WHERE refcount <= 0 ORDER BY id")]
+
+
+def set_disk_path(db: Database, disk: int, path: str) -> None:
+    """Record where a disk is now (found with --disk after it moved)."""
+    db.execute("UPDATE disks SET path=? WHERE id=?", (path, disk))

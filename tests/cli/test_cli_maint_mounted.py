@@ -1,0 +1,114 @@
+"""The maintenance verbs against a mounted pool: gc through the daemon (and its own sweep after
+mounting), fsck's refusal, and fault injection doing what it says."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from clihelpers import Mount, assert_error, cli, cli_json, wait_for
+from test_cli_maint import plant
+
+pytestmark = pytest.mark.mount
+
+
+def disk_fragments(pool: Path) -> dict[int, int]:
+    """Fragment files per disk, counted on the disks themselves (not from metadata)."""
+    out = {}
+    for i in range(1, 5):
+        root = pool.parent / f"disk{i}" / "fragments"
+        out[i] = sum(1 for p in root.glob("*/*/*") if not p.name.startswith(".tmp."))
+    return out
+
+
+def remount(m: Mount) -> None:
+    """Unmount and mount again: no kernel page cache, no engine cache — reads hit the disks."""
+    cli("umount", m.mnt)
+    m.mount()
+
+
+def test_gc_through_the_daemon(mounted: Mount) -> None:
+    (mounted.mnt / "keep").write_bytes(os.urandom(300_000))
+    os.sync()
+    orphan, tmp = plant(mounted.pool)
+    dry = cli_json("gc", mounted.pool, "--dry-run")
+    assert dry["mounted"] is True
+    assert (dry["orphan_fragments"], dry["temp_files"]) == (1, 1)
+    assert orphan.exists() and tmp.exists()
+    real = cli_json("gc", mounted.pool)
+    assert (real["orphan_fragments"], real["temp_files"]) == (1, 1)
+    assert not orphan.exists() and not tmp.exists()
+    assert (mounted.mnt / "keep").stat().st_size == 300_000
+
+
+def test_daemon_sweeps_crash_leftovers_after_mounting(tmp_path: Path) -> None:
+    from clihelpers import make_pool
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount(make_pool(tmp_path), mnt)
+    orphan, tmp = plant(m.pool)
+    m.mount()
+    try:
+        wait_for(lambda: not orphan.exists() and not tmp.exists(), "the background gc sweep")
+        wait_for(lambda: "background gc: removed 1 orphan fragments and 1 temporary files"
+                 in m.log(), "the sweep's report in the log")
+    finally:
+        m.cleanup()
+
+
+def test_fsck_refuses_a_mounted_pool(mounted: Mount) -> None:
+    for extra in ((), ("--repair",), ("--restore-metadata",), ("--rebuild-metadata",)):
+        assert_error(cli("fsck", mounted.pool, *extra, check=False), 3, "is mounted on",
+                     "unmount it first")
+
+
+def test_write_error_on_one_disk_lands_elsewhere(mounted: Mount) -> None:
+    before = disk_fragments(mounted.pool)
+    armed = cli_json("inject-fault", mounted.pool, "--disk", 1, "--op", "write",
+                     "--error", "EIO")
+    assert (armed["disk"], armed["op"], armed["kind"], armed["errno"]) == (
+        1, "write", "error", errno.EIO)
+    faults = cli_json("list-faults", mounted.pool)["faults"]
+    assert [(f["disk"], f["op"]) for f in faults] == [(1, "write")]
+
+    data = os.urandom(3 * (1 << 20) + 12345)
+    with open(mounted.mnt / "f", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    after = disk_fragments(mounted.pool)
+    assert after[1] == before[1], "nothing may land on the failing disk"
+    assert sum(after.values()) - sum(before.values()) == 2 * 4  # 4 extents, 2 replicas each
+
+    def counted() -> bool:
+        disks = cli_json("list-disks", mounted.pool)["disks"]
+        return next(d for d in disks if d["id"] == 1)["write_errors"] >= 1
+
+    wait_for(counted, "the failed writes counted against disk 1 (next commit)", timeout=15)
+
+    assert cli_json("clear-faults", mounted.pool)["cleared"] == 1
+    assert cli_json("list-faults", mounted.pool)["faults"] == []
+    remount(mounted)
+    assert (mounted.mnt / "f").read_bytes() == data
+
+
+def test_corrupt_reads_on_every_disk_give_eio_until_cleared(mounted: Mount) -> None:
+    data = os.urandom(200_000)
+    (mounted.mnt / "f").write_bytes(data)
+    remount(mounted)
+    for disk in range(1, 5):
+        cli("inject-fault", mounted.pool, "--disk", disk, "--op", "read", "--corrupt")
+    assert "corrupt the data read" in cli("list-faults", mounted.pool).stdout
+    with pytest.raises(OSError) as err:
+        (mounted.mnt / "f").read_bytes()
+    assert err.value.errno == errno.EIO
+    cleared = cli("clear-faults", mounted.pool).stdout
+    assert cleared.startswith("cleared 4 faults on all disks")
+    assert (mounted.mnt / "f").read_bytes() == data
+    # The failed read left the fragments alone: the pool is still consistent.
+    cli("umount", mounted.mnt)
+    assert json.loads(cli("fsck", mounted.pool, "--verify-data", "--json").stdout)["clean"]
