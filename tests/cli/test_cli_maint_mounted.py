@@ -112,3 +112,47 @@ def test_corrupt_reads_on_every_disk_give_eio_until_cleared(mounted: Mount) -> N
     # The failed read left the fragments alone: the pool is still consistent.
     cli("umount", mounted.mnt)
     assert json.loads(cli("fsck", mounted.pool, "--verify-data", "--json").stdout)["clean"]
+
+
+def test_restore_metadata_through_the_cli(mounted: Mount) -> None:
+    data = os.urandom(2 * (1 << 20) + 5)
+    (mounted.mnt / "f").write_bytes(data)
+    cli("umount", mounted.mnt)
+    pool = mounted.pool
+    (pool / "meta.db").write_bytes(b"this is not SQLite")
+    disks = [pool.parent / f"disk{i}" for i in range(1, 5)]
+    assert_error(cli("fsck", pool, "--restore-metadata", check=False), 1, "--disk")
+    args = [a for d in disks for a in ("--disk", d)]
+    report = cli_json("fsck", pool, "--restore-metadata", *args)
+    restored = report["restored"]
+    assert restored["copy"] in {str(d / "metadata" / "meta.db") for d in disks}
+    assert 0 <= restored["age_seconds"] < 60
+    assert (pool / restored["damaged"]).read_bytes() == b"this is not SQLite"
+    assert "not a database" in restored["reason"]
+    assert report["clean"] is True
+    assert_error(cli("fsck", pool, "--restore-metadata", check=False), 1, "healthy", "--force")
+    mounted.mount()
+    assert (mounted.mnt / "f").read_bytes() == data
+
+
+def test_rebuild_metadata_through_the_cli(mounted: Mount) -> None:
+    data = os.urandom(3 * (1 << 20))
+    (mounted.mnt / "f").write_bytes(data)
+    cli("umount", mounted.mnt)
+    pool = mounted.pool
+    disks = [pool.parent / f"disk{i}" for i in range(1, 5)]
+    for d in disks:
+        for name in ("meta.db", "meta.json"):
+            (d / "metadata" / name).unlink(missing_ok=True)
+    (pool / "meta.db").unlink()
+    (pool / "pool.json").unlink()
+    proc = cli("fsck", pool, "--rebuild-metadata", *[a for d in disks for a in ("--disk", d)])
+    assert "3 extents (3.0 MiB) belong to no file: kept as files in /lost+found/extents" \
+        in proc.stdout
+    assert "guessed block size 1.0 MiB and policy rep:2" in proc.stdout
+    assert "the pool is consistent" in proc.stdout or "no problems found" in proc.stdout
+    assert cli_json("fsck", pool, "--verify-data")["clean"] is True
+    mounted.mount()
+    found = sorted((mounted.mnt / "lost+found" / "extents").iterdir())
+    blocks = {data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)}
+    assert {p.read_bytes() for p in found} == blocks

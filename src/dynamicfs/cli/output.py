@@ -177,6 +177,13 @@ def print_fsck(report: dict[str, Any]) -> None:
 def rebuilt_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"rebuilt the extent and fragment tables from {r['fragments']} fragment headers "
              f"on {r['disks_scanned']} disks (base: {r['base']}): {r['extents']} extents"]
+    if r["disks_added"]:
+        lines.append(f"registered disks the database did not know: {', '.join(r['disks_added'])}")
+    guessed = r.get("guessed_settings")
+    if guessed:
+        lines.append(f"the pool's settings were lost: guessed block size "
+                     f"{human_size(guessed['block_size'])} and policy {guessed['policy']} "
+                     f"(from the extents found)")
     if r["bad_fragments"]:
         lines.append(f"{r['bad_fragments']} fragment files were unusable (bad header, size or "
                      f"checksum) and were left for gc")

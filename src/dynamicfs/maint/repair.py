@@ -303,6 +303,9 @@ class Repairer:
         if not extents:
             return
         want = set(extents)
+        used = self.pool.fragment_counts()
+        for d, disk in self.disks.items():
+            disk.used = used.get(d, (0, 0))[1] or 0  # what a capacity cap is measured against
         writable = {d: disk for d, disk in self.disks.items()
                     if self._disk_state(d) not in ("failed", "draining")}
         with ThreadPoolExecutor(max_workers=4) as pool:
