@@ -207,3 +207,21 @@ def test_repair_of_an_ec_pool(run_engine):
         frags[0].unlink()  # one shard of two extents: each still decodable from the others
     done = repaired(path)
     assert sum("rebuilt fragment" in r.action for r in done) == 2
+
+
+def test_fragments_of_a_vanished_disk_are_rebuilt_elsewhere(populated, run_engine):
+    label = populated.parent / "disk0" / "dynamicfs-disk.json"
+    saved = label.read_bytes()
+    on_disk0 = db_rows(populated, "SELECT COUNT(*) FROM fragments WHERE disk = 1")[0][0]
+    assert on_disk0 > 0
+    label.unlink()
+    done = run_repair(populated)
+    assert sum("rebuilt fragment" in r.action for r in done) == on_disk0
+    # The disk itself stays reported (removing a disk is a decision, not a repair) ...
+    assert {p.check for p in fsck_problems(populated)} == {"disk_labels"}
+    assert db_rows(populated, "SELECT COUNT(*) FROM fragments WHERE disk = 1") == [(0,)]
+    # ... and when it comes back, what it held is a set of orphans for GC.
+    label.write_bytes(saved)
+    assert {p.check for p in fsck_problems(populated)} == {"orphan_files"}
+    repaired(populated)
+    read_back(run_engine, populated, b"file", DATA)

@@ -3,8 +3,10 @@
 The repairs run on an unmounted pool whose lock the caller holds. Each is one small step in its
 own transaction, logged and returned as a `Repair`; a step that loses data (a block whose extent
 is gone becomes a hole) says so and names the file. Nothing is guessed: a symlink whose target
-is lost, a missing disk or an extent too damaged to reconstruct is left for a person (fsck keeps
-reporting it), because "fixing" it would only hide the loss.
+is lost, a disk whose label is gone or an extent too damaged to reconstruct is left for a person
+(fsck keeps reporting it), because "fixing" it would only hide the loss. The fragments such a
+disk held are rebuilt on the other disks, though: that only costs space, and should the disk
+come back, its copies are orphans that GC removes.
 
 The order matters: the namespace and block maps are made consistent first, then fragments are
 rebuilt, then the derived figures (refcounts, alloc, nlink) are recomputed from what is left,
@@ -277,14 +279,12 @@ class Repairer:
                                  f"another fragment; it will be rebuilt elsewhere",
                                  ("extent", ext.id))
 
-    def _good_fragments(self, ext: mm.ExtentFragments) -> tuple[dict[int, int], set[int]]:
-        """({index: disk} verified good, disks whose fragment could not be looked at)."""
+    def _good_fragments(self, ext: mm.ExtentFragments) -> dict[int, int]:
+        """{index: disk} of the fragments verified good (on a disk that is there)."""
         good: dict[int, int] = {}
-        unseen: set[int] = set()
         for idx, disk_id, size in ext.fragments:
             disk = self.disks.get(disk_id)
             if disk is None:
-                unseen.add(disk_id)
                 continue
             path = disk.fragment_path(ext.hash, idx)
             try:
@@ -296,12 +296,10 @@ class Repairer:
             if (header.codec_id, header.k, header.m, header.extent_length) == (
                     ext.codec_id, ext.k, ext.m, ext.length) and actual == size:
                 good[idx] = disk_id
-        return good, unseen
+        return good
 
     def _fragments(self, extents: list[int]) -> None:
         """Rebuild missing or bad fragments of extents that can still be reconstructed."""
-        if not extents:
-            return
         want = set(extents)
         used = self.pool.fragment_counts()
         for d, disk in self.disks.items():
@@ -313,7 +311,9 @@ class Repairer:
             for d, disk in self.disks.items():
                 store.attach(d, disk, writable=d in writable)
             for ext in mm.iter_extent_fragments(self.db):
-                if ext.id in want:
+                # A fragment on a disk that is gone counts as missing: rebuilding it elsewhere
+                # loses nothing even if the disk comes back (its copy is then an orphan).
+                if ext.id in want or any(d not in self.disks for _, d, _ in ext.fragments):
                     self._rebuild_extent(store, ext, writable)
 
     def _disk_state(self, disk_id: int) -> str:
@@ -325,10 +325,9 @@ class Repairer:
             policy = policy_for_codec(ext.codec_id, ext.k, ext.m)
         except DecodeError:
             return
-        good, unseen = self._good_fragments(ext)
+        good = self._good_fragments(ext)
         recorded = {idx: disk for idx, disk, _ in ext.fragments}
-        missing = [i for i in range(policy.n_fragments)
-                   if i not in good and recorded.get(i) not in unseen]
+        missing = [i for i in range(policy.n_fragments) if i not in good]
         if not missing or len(good) < policy.min_fragments:
             return  # nothing to do, or too little left: fsck keeps reporting it
         try:
@@ -338,7 +337,7 @@ class Repairer:
             log.error("fsck repair: %s", exc)
             return
         payloads = get_codec(policy).encode(data)
-        taken = set(good.values()) | unseen
+        taken = set(good.values())
         free = {d: f for d, f in store.free_space().items() if d in writable}
         placed: list[tuple[int, int, int]] = []
         for idx in missing:
