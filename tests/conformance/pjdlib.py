@@ -101,8 +101,13 @@ def _utimensat(path: Path, asec: int, ansec: int, msec: int, mnsec: int,
     return 0
 
 
-def _fd_sequence(path: Path, flags: int, *steps: tuple, mode: int = 0o644) -> object:
+def _fd_sequence(path: Path, flags: int, *steps: tuple) -> object:
     """fstest's `open PATH FLAGS : step : step`: the last step's result is the outcome."""
+    return _fd_sequence_mode(path, flags, 0o644, *steps)
+
+
+def _fd_sequence_mode(path: Path, flags: int, mode: int, *steps: tuple) -> object:
+    """fstest's `open PATH FLAGS MODE : step : ...` (O_CREAT with a mode)."""
     fd = os.open(path, flags, mode)
     try:
         out: object = 0
@@ -148,6 +153,7 @@ OPS: dict[str, Callable[..., object]] = {
     "truncate": lambda p, size: os.truncate(p, size),
     "utimensat": _utimensat,
     "seq": _fd_sequence,
+    "seqm": _fd_sequence_mode,
     "stat": lambda p, fields: _field(os.stat(p), fields),
     "lstat": lambda p, fields: _field(os.lstat(p), fields),
 }
