@@ -154,8 +154,8 @@ OPS: dict[str, Callable[..., object]] = {
     "utimensat": _utimensat,
     "seq": _fd_sequence,
     "seqm": _fd_sequence_mode,
-    "stat": lambda p, fields: _field(os.stat(p), fields),
-    "lstat": lambda p, fields: _field(os.lstat(p), fields),
+    "stat": lambda p, fields: _stat(p, fields, follow=True),
+    "lstat": lambda p, fields: _stat(p, fields, follow=False),
 }
 
 
@@ -271,12 +271,38 @@ def _field(st: os.stat_result, fields: str) -> object:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+# When set (the mount run), every stat is taken twice: as the kernel has it cached, then
+# after dropping the kernel's unused inodes, so the daemon answers a fresh lookup. A
+# difference means the kernel showed something the pool did not store.
+RECHECK: list[bool] = [False]
+
+
+def drop_kernel_caches() -> None:
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+def _stat(path: Path | str, fields: str, *, follow: bool) -> object:
+    get = os.stat if follow else os.lstat
+    value = _field(get(path), fields)
+    if RECHECK[0] and os.geteuid() == 0:
+        drop_kernel_caches()
+        try:
+            fresh = _field(get(path), fields)
+        except OSError as exc:
+            fresh = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        assert fresh == value, (
+            f"{'stat' if follow else 'lstat'} {_short(path)} {fields}: the kernel's cached "
+            f"{_show(value)} but the daemon, asked afresh, says {_show(fresh)}")
+    return value
+
+
 def lstat(path: Path, fields: str) -> object:
-    return _field(os.lstat(path), fields)
+    return _stat(path, fields, follow=False)
 
 
 def stat_(path: Path, fields: str) -> object:
-    return _field(os.stat(path), fields)
+    return _stat(path, fields, follow=True)
 
 
 def seconds(ns: int) -> int:
