@@ -1,0 +1,222 @@
+"""Cases pjdfstest has (open/20.t, truncate/11.t ETXTBSY) or implies, plus the Linux rules a
+FUSE server must honour beyond its files (each compared with ext4 by the local run): suid
+clearing on truncate, renameat2 flags, removed directories, inodes that lost their last
+name while open, pathconf limits."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pjdlib import create_file, expect, lstat, nap, stat_
+
+NOBODY = 65534
+
+_libc = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(a: Path, b: Path, flags: int) -> int:
+    if _libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return 0
+
+
+def _outcome(fn, *args, **kwargs) -> object:
+    try:
+        out = fn(*args, **kwargs)
+        return 0 if out is None or isinstance(out, int) else out
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+
+
+def test_open_20_truncate_11_etxtbsy(d: Path) -> None:
+    # open/20.t: "expect ETXTBSY open ${n0} O_WRONLY" (and O_RDWR, O_RDONLY,O_TRUNC) while
+    # ${n0}, a copy of sleep(1), runs; truncate/11.t: "expect ETXTBSY truncate ${n0} 123".
+    n0 = d / "n0"
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    shutil.copyfile(os.path.realpath(sleep), n0)
+    os.chmod(n0, 0o755)
+    proc = subprocess.Popen([str(n0), "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.path.realpath(f"/proc/{proc.pid}/exe") != str(n0):
+            assert time.monotonic() < deadline, "the copied sleep never started"
+            time.sleep(0.01)
+        expect("ETXTBSY", "open", n0, os.O_WRONLY)
+        expect("ETXTBSY", "open", n0, os.O_RDWR)
+        expect("ETXTBSY", "open", n0, os.O_RDONLY | os.O_TRUNC)
+        expect("ETXTBSY", "truncate", n0, 123)
+    finally:
+        proc.kill()
+        proc.wait()
+    expect("0", "truncate", n0, 123)
+
+
+def test_truncate_by_non_owner_clears_suid(d: Path) -> None:
+    # Linux (do_truncate -> ATTR_KILL_SUID/SGID): as writing does in chmod/12.t, truncation by
+    # a user without CAP_FSETID clears S_ISUID, and S_ISGID when group-executable.
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o6777)
+    expect("0", "truncate", n0, 10, u=NOBODY, g=NOBODY)
+    expect(0o777, "stat", n0, "mode")
+    expect("0", "chmod", n0, 0o6777)
+    expect("0", "seq", n0, os.O_WRONLY, ("ftruncate", 3), u=NOBODY, g=NOBODY)
+    expect(0o777, "stat", n0, "mode")
+    expect("0", "chmod", n0, 0o6777)
+    expect("0", "truncate", n0, 1)  # root keeps them
+    expect(0o6777, "stat", n0, "mode")
+
+
+def test_write_updates_mtime_ctime(d: Path) -> None:
+    # POSIX write(): a successful write marks mtime and ctime; seen after close, and by the
+    # daemon once the kernel's inode is dropped.
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    m1, c1 = stat_(n0, "mtime"), stat_(n0, "ctime")
+    nap()
+    expect("0", "seq", n0, os.O_WRONLY | os.O_APPEND, ("write", b"abc"), ("write", b"def"))
+    os.sync()
+    assert m1 < stat_(n0, "mtime"), "write did not update mtime"
+    assert c1 < stat_(n0, "ctime"), "write did not update ctime"
+    expect(6, "stat", n0, "size")
+    assert n0.read_bytes() == b"abcdef"
+
+
+def test_modes_kept_on_create_and_masked_on_mkdir(d: Path) -> None:
+    # Linux: vfs_mkdir keeps only 0777|S_ISVTX of the mode; open(O_CREAT) by root keeps all
+    # of 07777; a non-member owner's chmod of a directory to 02755 drops S_ISGID as for files.
+    expect("0", "mkdir", d / "dir", 0o7777)
+    expect(0o1777, "lstat", d / "dir", "mode")
+    expect("0", "open", d / "file", os.O_CREAT | os.O_WRONLY, 0o7777)
+    expect(0o7777, "lstat", d / "file", "mode")
+    expect("0", "mkfifo", d / "fifo", 0o7777)
+    expect(0o7777, "lstat", d / "fifo", "mode")
+    expect("0", "chown", d / "dir", NOBODY, 65533)
+    expect("0", "chmod", d / "dir", 0o2755, u=NOBODY, g=NOBODY)
+    expect(0o755, "lstat", d / "dir", "mode")
+
+
+def test_renameat2_noreplace(d: Path) -> None:
+    # renameat2(RENAME_NOREPLACE): EEXIST over an existing name, a plain rename otherwise.
+    a, b = d / "a", d / "b"
+    create_file("regular", a)
+    create_file("regular", b)
+    assert _outcome(_renameat2, a, b, RENAME_NOREPLACE) == "EEXIST"
+    expect("regular", "lstat", a, "type")
+    expect("0", "unlink", b)
+    assert _outcome(_renameat2, a, b, RENAME_NOREPLACE) == 0
+    expect("ENOENT", "lstat", a, "type")
+
+
+def test_renameat2_exchange_file_and_directory(d: Path) -> None:
+    # renameat2(RENAME_EXCHANGE) of a file in p1 and a directory in p2: both names stay,
+    # inodes swap, the parents' link counts follow the directory, its ".." is the new parent,
+    # and both inodes' ctime move forward.
+    p1, p2 = d / "p1", d / "p2"
+    expect("0", "mkdir", p1, 0o755)
+    expect("0", "mkdir", p2, 0o755)
+    create_file("regular", p1 / "x")
+    expect("0", "mkdir", p2 / "y", 0o755)
+    fino, dino = lstat(p1 / "x", "inode"), lstat(p2 / "y", "inode")
+    c_file, c_dir = lstat(p1 / "x", "ctime"), lstat(p2 / "y", "ctime")
+    nap()
+    assert _outcome(_renameat2, p1 / "x", p2 / "y", RENAME_EXCHANGE) == 0
+    expect(("dir", dino), "lstat", p1 / "x", "type,inode")
+    expect(("regular", fino), "lstat", p2 / "y", "type,inode")
+    expect(3, "lstat", p1, "nlink")
+    expect(2, "lstat", p2, "nlink")
+    expect(lstat(p1, "inode"), "stat", Path(f"{p1}/x/.."), "inode")
+    assert c_file < lstat(p2 / "y", "ctime") and c_dir < lstat(p1 / "x", "ctime")
+    assert _outcome(_renameat2, p1 / "x", d / "missing", RENAME_EXCHANGE) == "ENOENT"
+    assert _outcome(_renameat2, p1 / "x", p2 / "y",
+                    RENAME_EXCHANGE | RENAME_NOREPLACE) == "EINVAL"
+
+
+def test_removed_directory_takes_no_new_entries(d: Path) -> None:
+    # POSIX rmdir(): a removed directory still open (or a cwd) must not get new entries:
+    # Linux answers ENOENT for creating anything in it; its nlink is 0 and listing is empty.
+    n0 = d / "n0"
+    expect("0", "mkdir", n0, 0o755)
+    fd = os.open(n0, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        expect("0", "rmdir", n0)
+        assert os.fstat(fd).st_nlink == 0
+        outcomes = {
+            "create": _outcome(os.open, "f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd),
+            "mkdir": _outcome(os.mkdir, "sub", 0o755, dir_fd=fd),
+            "mkfifo": _outcome(os.mkfifo, "fifo", 0o644, dir_fd=fd),
+            "symlink": _outcome(os.symlink, "t", "l", dir_fd=fd),
+        }
+        assert outcomes == dict.fromkeys(outcomes, "ENOENT"), outcomes
+        assert os.listdir(fd) == []
+    finally:
+        os.close(fd)
+
+
+def test_open_unlinked_inode_still_changes(d: Path) -> None:
+    # unlink/14.t goes on to I/O; attribute changes through the fd work as well: fchmod,
+    # fchown, ftruncate and futimens on a file that has lost its last name.
+    n0 = d / "n0"
+    fd = os.open(n0, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"hello")
+        expect("0", "unlink", n0)
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, NOBODY, 65533)
+        os.ftruncate(fd, 2)
+        os.utime(fd, ns=(10**18, 2 * 10**18))  # after ftruncate, which stamps mtime
+        st = os.fstat(fd)
+        assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid, st.st_nlink, st.st_size) == \
+            ("0o600", NOBODY, 65533, 0, 2)
+        assert (st.st_atime_ns, st.st_mtime_ns) == (10**18, 2 * 10**18)
+        assert os.pread(fd, 10, 0) == b"he"
+    finally:
+        os.close(fd)
+
+
+def test_pathconf_limits(d: Path) -> None:
+    # pjdfstest's namegen_max/dirgen_max ask pathconf(_PC_NAME_MAX) and (_PC_PATH_MAX).
+    assert os.pathconf(d, "PC_NAME_MAX") == 255
+    assert os.pathconf(d, "PC_PATH_MAX") == 4096
+    assert os.statvfs(d).f_namemax == 255
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_special_files_work_through_the_mount(d: Path, kind: str) -> None:
+    # mkfifo/bind on the mount make nodes the kernel serves itself: data passes through.
+    n0 = d / "n0"
+    create_file(kind, n0)
+    if kind == "fifo":
+        r = os.open(n0, os.O_RDONLY | os.O_NONBLOCK)
+        w = os.open(n0, os.O_WRONLY)
+        os.write(w, b"ping")
+        assert os.read(r, 4) == b"ping"
+        os.close(w)
+        os.close(r)
+        return
+    os.unlink(n0)
+    here = os.getcwd()
+    os.chdir(d)
+    try:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind("n0")
+        server.listen(1)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect("n0")
+        conn, _ = server.accept()
+        client.sendall(b"ping")
+        assert conn.recv(4) == b"ping"
+        for s in (conn, client, server):
+            s.close()
+    finally:
+        os.chdir(here)
