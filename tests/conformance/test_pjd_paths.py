@@ -1,11 +1,13 @@
-"""The path-resolution errors every pjdfstest syscall directory repeats in its first files:
+"""The path-resolution errors every pjdfstest syscall directory repeats in its first files
+(numbers vary a little by call: e.g. ELOOP is chmod/06.t, mkdir/07.t, open/12.t, rmdir/05.t,
+truncate/07.t, unlink/07.t; EACCES for search is chmod/05.t, open/05.t, rmdir/07.t...):
 
-    01.t ENOTDIR       a component of the path prefix is not a directory
-    02.t ENAMETOOLONG  a component is longer than NAME_MAX (255)
-    03.t ENAMETOOLONG  the whole path is PATH_MAX (4096) bytes or more
-    04.t ENOENT        a component of the path prefix does not exist
-    05.t EACCES        search permission is denied on a component of the prefix
-    xx.t ELOOP         too many symbolic links in the prefix (symlink loop)
+    ENOTDIR       a component of the path prefix is not a directory      (01.t)
+    ENAMETOOLONG  a component is longer than NAME_MAX (255)              (02.t)
+    ENAMETOOLONG  the whole path is PATH_MAX (4096) bytes or more        (03.t)
+    ENOENT        a component of the path prefix does not exist          (04.t)
+    EACCES        search permission is denied on a component of the prefix
+    ELOOP         too many symbolic links in the prefix (symlink loop)
 
 plus "EACCES when write permission is denied on the directory" (the 06/07/08.t files of the
 creating and removing calls). One table row per syscall and error.
@@ -115,8 +117,9 @@ WRITE_NEEDED = {
 
 @pytest.mark.parametrize("call", WRITE_NEEDED)
 def test_eacces_write_on_directory(d: Path, call: str) -> None:
-    # mkdir/06.t, mkfifo/06.t, open/08.t, symlink/06.t, link/07.t, unlink/07.t, rmdir/08.t,
-    # rename/07.t: "expect 0 chmod ${n1} 0555" / "expect EACCES -u 65534 -g 65534 ...".
+    # mkdir/06.t, mkfifo/06.t, mknod/06.t, open/08.t, symlink/06.t, link/07.t, unlink/06.t,
+    # rmdir/08.t and rename's equivalent: "expect 0 chmod ${n1} 0555" /
+    # "expect EACCES -u 65534 -g 65534 ...".
     n1 = d / "n1"
     expect("0", "mkdir", n1, 0o755)
     expect("0", "chown", n1, NOBODY, NOBODY)

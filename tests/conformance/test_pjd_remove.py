@@ -170,8 +170,9 @@ def test_unlink_08_directory(d: Path) -> None:
     expect("dir", "lstat", n0, "type")
 
 
-def test_unlink_05_eloop_and_07_eacces(d: Path) -> None:
-    # unlink/05.t ELOOP in the prefix; unlink/06.t, 07.t EACCES without search or write.
+def test_unlink_05_06_eacces_07_eloop(d: Path) -> None:
+    # unlink/05.t EACCES without search permission, unlink/06.t EACCES without write
+    # permission on the directory, unlink/07.t ELOOP in the prefix.
     expect("0", "symlink", "n0", d / "n1")
     expect("0", "symlink", "n1", d / "n0")
     expect("ELOOP", "unlink", d / "n0" / "test")

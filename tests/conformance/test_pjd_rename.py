@@ -141,8 +141,9 @@ def test_rename_12_enotdir(d: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", NONDIR)
-def test_rename_13_eisdir(d: Path, kind: str) -> None:
-    # rename/13.t: a non-directory over a directory is EISDIR.
+def test_rename_14_eisdir(d: Path, kind: str) -> None:
+    # rename/14.t: "rename returns EISDIR when the 'to' argument is a directory, but 'from'
+    # is not a directory".
     n0, n1 = d / "n0", d / "n1"
     create_file(kind, n0)
     expect("0", "mkdir", n1, 0o755)
@@ -152,8 +153,9 @@ def test_rename_13_eisdir(d: Path, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", NONDIR)
-def test_rename_14_enotdir_dir_over_file(d: Path, kind: str) -> None:
-    # rename/14.t: a directory over a non-directory is ENOTDIR.
+def test_rename_13_enotdir_dir_over_file(d: Path, kind: str) -> None:
+    # rename/13.t: "rename returns ENOTDIR when the 'from' argument is a directory, but 'to'
+    # is not a directory".
     n0, n1 = d / "n0", d / "n1"
     expect("0", "mkdir", n0, 0o755)
     create_file(kind, n1)
@@ -163,7 +165,8 @@ def test_rename_14_enotdir_dir_over_file(d: Path, kind: str) -> None:
 
 
 def test_rename_18_einval_into_own_subdirectory(d: Path) -> None:
-    # rename/18.t: a directory into its own subtree is EINVAL.
+    # rename/18.t: "rename returns EINVAL when the 'from' argument is a parent directory of
+    # 'to'".
     n0 = d / "n0"
     expect("0", "mkdir", n0, 0o755)
     expect("0", "mkdir", n0 / "n1", 0o755)
@@ -185,7 +188,8 @@ def test_rename_19_dot_and_dotdot(d: Path) -> None:
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_rename_20_enotempty(d: Path, kind: str) -> None:
-    # rename/20.t: a directory over a non-empty directory is EEXIST or ENOTEMPTY.
+    # rename/20.t: "rename returns EEXIST or ENOTEMPTY if the 'to' argument is a directory and
+    # is not empty".
     n0, n1 = d / "n0", d / "n1"
     expect("0", "mkdir", n0, 0o755)
     expect("0", "mkdir", n1, 0o755)
