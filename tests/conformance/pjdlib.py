@@ -125,6 +125,8 @@ def _fd_sequence_mode(path: Path, flags: int, mode: int, *steps: tuple) -> objec
             elif name == "unlink":
                 os.unlink(args[0])
                 out = 0
+            elif name == "pwrite":
+                out = os.pwrite(fd, args[0], args[1])
             elif name == "pread":
                 out = os.pread(fd, args[0], args[1])
             else:

@@ -266,3 +266,26 @@ def test_open_o_directory_on_file(d: Path) -> None:
     n0 = d / "n0"
     expect("0", "create", n0, 0o644)
     expect("ENOTDIR", "open", n0, RD | os.O_DIRECTORY)
+
+
+def test_open_23_illegal_access_mode(d: Path) -> None:
+    # open/23.t: "expect "0|EINVAL" open ${n0} O_RDONLY,O_RDWR" and the other combinations
+    # (Linux opens with access mode 3, which needs read and write permission).
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    expect("0|EINVAL", "open", n0, RD | RW)
+    expect("0|EINVAL", "open", n0, WR | RW)
+    expect("0|EINVAL", "open", n0, RD | WR | RW)
+
+
+@pytest.mark.parametrize("offset", [2 * 1024**3 + 1, 64 * 1024**3 - 2])
+def test_open_25_beyond_2gb(d: Path, offset: int) -> None:
+    # open/25.t: "expect 0 open ${n0} O_CREAT,O_WRONLY 0755 : pwrite 0 "a" $((2 * 1024 * 1024 *
+    # 1024 + 1))" / "expect $((2 * 1024 * 1024 * 1024 + 2)) lstat ${n0} size" / "expect "a"
+    # open ${n0} O_RDONLY : pread 0 1 ..."; also at 64 GiB, the size the pool must support.
+    n0 = d / "n0"
+    expect(1, "seqm", n0, os.O_CREAT | WR, 0o755, ("pwrite", b"a", offset))
+    expect(offset + 1, "lstat", n0, "size")
+    expect(b"a", "seq", n0, RD, ("pread", 1, offset))
+    expect(bytes(4), "seq", n0, RD, ("pread", 4, offset - 4))
+    expect("0", "unlink", n0)
