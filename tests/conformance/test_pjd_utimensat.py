@@ -3,6 +3,7 @@ y2038, and who may set what."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pjdlib import (
     UTIME_NOW,
     UTIME_OMIT,
     create_file,
+    drop_kernel_caches,
     expect,
     lstat,
     nap,
@@ -166,3 +168,22 @@ def test_utimensat_before_epoch(d: Path) -> None:
     expect("0", "utimensat", n0, -100000000, 5, -1, 999999999)
     expect(-100000000 * 10**9 + 5, "lstat", n0, "atime")
     expect(-1 * 10**9 + 999999999, "lstat", n0, "mtime")
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["pages_cached", "pages_dropped"])
+def test_read_updates_atime_relatime(d: Path, cached: bool) -> None:
+    # utimensat/05.t notes atime moves on access when atime is enabled; Linux's default
+    # relatime (and docs/user-guide.md) update it on the first read after a modification:
+    # with atime <= mtime a read must stamp atime with the current time.
+    n0 = d / "n0"
+    n0.write_bytes(b"data" * 1000)
+    expect("0", "utimensat", n0, 1000000000, 0, 1100000000, 0)
+    if not cached:
+        os.sync()
+        drop_kernel_caches()
+    before = time.time_ns()
+    with open(n0, "rb") as f:
+        assert f.read() == b"data" * 1000
+    atime = lstat(n0, "atime")
+    assert atime >= before - 10**9, (
+        f"a read after a modification left atime at {seconds(atime)} (relatime wants now)")
