@@ -30,6 +30,13 @@ def _renameat2(a: Path, b: Path, flags: int) -> int:
     return 0
 
 
+def _linkat_empty_path(fd: int, new: Path) -> int:
+    if _libc.linkat(fd, b"", -100, os.fsencode(new), 0x1000) != 0:  # AT_EMPTY_PATH
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return 0
+
+
 def _outcome(fn, *args, **kwargs) -> object:
     try:
         out = fn(*args, **kwargs)
@@ -221,3 +228,44 @@ def test_special_files_work_through_the_mount(d: Path, kind: str) -> None:
             s.close()
     finally:
         os.chdir(here)
+
+
+def test_linkat_of_unlinked_open_file(d: Path) -> None:
+    # linkat(fd, "", AT_EMPTY_PATH) of an inode that lost its last name is ENOENT on Linux
+    # for anything but an O_TMPFILE file: it must not come back to life.
+    n0 = d / "n0"
+    fd = os.open(n0, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert _outcome(_linkat_empty_path, fd, d / "n1") == 0  # while it has a name: works
+        expect(2, "lstat", n0, "nlink")
+        expect("0", "unlink", n0)
+        expect("0", "unlink", d / "n1")
+        got = _outcome(_linkat_empty_path, fd, d / "again")
+        assert got == "ENOENT", f"linkat of an unlinked file gave {got}, want ENOENT"
+        expect("ENOENT", "lstat", d / "again", "type")
+    finally:
+        os.close(fd)
+
+
+def test_rename_directory_over_sibling_directory(d: Path) -> None:
+    # POSIX rename(): an empty directory replaced by its sibling: one fewer ".." in the parent.
+    p = d / "p"
+    expect("0", "mkdir", p, 0o755)
+    expect("0", "mkdir", p / "a", 0o755)
+    expect("0", "mkdir", p / "b", 0o755)
+    expect(4, "lstat", p, "nlink")
+    ino = lstat(p / "a", "inode")
+    expect("0", "rename", p / "a", p / "b")
+    expect(3, "lstat", p, "nlink")
+    expect(("dir", ino, 2), "lstat", p / "b", "type,inode,nlink")
+    expect("ENOENT", "lstat", p / "a", "type")
+
+
+def test_hard_link_to_symlink(d: Path) -> None:
+    # link(2) does not follow a symlink on Linux: the link itself gains a name (nlink 2).
+    expect("0", "create", d / "target", 0o644)
+    expect("0", "symlink", "target", d / "s1")
+    expect("0", "link", d / "s1", d / "s2")
+    expect(("symlink", 2), "lstat", d / "s2", "type,nlink")
+    expect(1, "lstat", d / "target", "nlink")
+    expect("target", "readlink", d / "s2")
