@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -269,3 +270,24 @@ def test_hard_link_to_symlink(d: Path) -> None:
     expect(("symlink", 2), "lstat", d / "s2", "type,nlink")
     expect(1, "lstat", d / "target", "nlink")
     expect("target", "readlink", d / "s2")
+
+
+_CAP_BLOB = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)  # v2, effective, BIND_SERVICE
+
+
+@pytest.mark.parametrize("how", ["write", "truncate", "chown"])
+def test_file_capabilities_dropped_on_change(d: Path, how: str) -> None:
+    # Linux (security_inode_killpriv): writing to, truncating or chowning a file drops its
+    # security.capability xattr, as setuid bits are dropped (chmod/12.t, chown/00.t).
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o755)
+    os.setxattr(n0, "security.capability", _CAP_BLOB)
+    assert os.getxattr(n0, "security.capability") == _CAP_BLOB
+    if how == "write":
+        expect("0", "seq", n0, os.O_WRONLY, ("write", b"x"))
+    elif how == "truncate":
+        expect("0", "truncate", n0, 5)
+    else:
+        expect("0", "chown", n0, NOBODY, NOBODY)
+    got = _outcome(os.getxattr, n0, "security.capability")
+    assert got == "ENODATA", f"security.capability still there after {how}: {got!r}"
