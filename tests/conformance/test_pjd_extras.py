@@ -38,6 +38,13 @@ def _linkat_empty_path(fd: int, new: Path) -> int:
     return 0
 
 
+def _fchmodat_nofollow(path: Path, mode: int) -> int:
+    if _libc.fchmodat(-100, os.fsencode(path), mode, 0x100) != 0:  # AT_SYMLINK_NOFOLLOW
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return 0
+
+
 def _outcome(fn, *args, **kwargs) -> object:
     try:
         out = fn(*args, **kwargs)
@@ -46,29 +53,72 @@ def _outcome(fn, *args, **kwargs) -> object:
         return errno.errorcode[exc.errno]
 
 
-def test_open_20_truncate_11_etxtbsy(d: Path) -> None:
-    # open/20.t: "expect ETXTBSY open ${n0} O_WRONLY" (and O_RDWR, O_RDONLY,O_TRUNC) while
-    # ${n0}, a copy of sleep(1), runs; truncate/11.t the same for truncate. pjdfstest runs
-    # them on FreeBSD:UFS only ("quick_exit" elsewhere); Linux behaves the same on ext4.
-    n0 = d / "n0"
-    sleep = shutil.which("sleep")
-    assert sleep is not None
-    shutil.copyfile(os.path.realpath(sleep), n0)
-    os.chmod(n0, 0o755)
-    proc = subprocess.Popen([str(n0), "30"])
-    try:
+class _RunningCopyOfSleep:
+    """A copy of sleep(1) on the filesystem under test, running (open/20.t's `./${n0} 3 &`)."""
+
+    def __init__(self, path: Path) -> None:
+        sleep = shutil.which("sleep")
+        assert sleep is not None
+        shutil.copyfile(os.path.realpath(sleep), path)
+        os.chmod(path, 0o755)
+        self.path = path
+        self.original = path.read_bytes()
+        self.proc = subprocess.Popen([str(path), "30"])
         deadline = time.monotonic() + 10
-        while os.path.realpath(f"/proc/{proc.pid}/exe") != str(n0):
+        while os.path.realpath(f"/proc/{self.proc.pid}/exe") != str(path):
             assert time.monotonic() < deadline, "the copied sleep never started"
             time.sleep(0.01)
-        expect("ETXTBSY", "open", n0, os.O_WRONLY)
-        expect("ETXTBSY", "open", n0, os.O_RDWR)
-        expect("ETXTBSY", "open", n0, os.O_RDONLY | os.O_TRUNC)
-        expect("ETXTBSY", "truncate", n0, 123)
+
+    def assert_alive(self, before: str) -> None:
+        assert self.proc.poll() is None, (
+            f"the running copy of sleep(1) died (status {self.proc.returncode}) {before}")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_open_20_truncate_11_etxtbsy(d: Path) -> None:
+    # open/20.t: "expect ETXTBSY open ${n0} O_WRONLY" and O_RDWR while ${n0}, a copy of
+    # sleep(1), runs; truncate/11.t the same for truncate. pjdfstest runs them on FreeBSD:UFS
+    # only ("quick_exit" elsewhere); Linux behaves the same on ext4.
+    n0 = d / "n0"
+    prog = _RunningCopyOfSleep(n0)
+    try:
+        for call in [("open", n0, os.O_WRONLY), ("open", n0, os.O_RDWR),
+                     ("truncate", n0, 123)]:
+            prog.assert_alive(f"before {call[0]} could be tried")
+            expect("ETXTBSY", *call)
+        prog.assert_alive("while write access was refused")
     finally:
-        proc.kill()
-        proc.wait()
+        prog.stop()
+    same = n0.read_bytes() == prog.original
+    assert same, "the program's file changed while write access to it was refused"
     expect("0", "truncate", n0, 123)
+
+
+def test_open_20_o_rdonly_o_trunc_refused_keeps_data(d: Path) -> None:
+    # open/20.t: "expect ETXTBSY open ${n0} O_RDONLY,O_TRUNC" on the running program. A
+    # refused open must not have truncated anything: the program keeps running and the file
+    # keeps its bytes.
+    n0 = d / "n0"
+    prog = _RunningCopyOfSleep(n0)
+    try:
+        expect("ETXTBSY", "open", n0, os.O_RDONLY | os.O_TRUNC)
+        size = lstat(n0, "size")
+        time.sleep(0.3)
+        status = prog.proc.poll()
+    finally:
+        prog.stop()
+    want = len(prog.original)
+    assert size == want, (
+        f"open(O_RDONLY|O_TRUNC) failed with ETXTBSY but the file shrank from {want} to "
+        f"{size} bytes")
+    same = n0.read_bytes() == prog.original
+    assert same, "open(O_RDONLY|O_TRUNC) failed with ETXTBSY but the file's bytes changed"
+    assert status is None, (
+        f"the running copy of sleep(1) died (status {status}; -7 is SIGBUS) after "
+        f"open(O_RDONLY|O_TRUNC) was refused with ETXTBSY")
 
 
 def test_truncate_by_non_owner_clears_suid(d: Path) -> None:
@@ -291,3 +341,56 @@ def test_file_capabilities_dropped_on_change(d: Path, how: str) -> None:
         expect("0", "chown", n0, NOBODY, NOBODY)
     got = _outcome(os.getxattr, n0, "security.capability")
     assert got == "ENODATA", f"security.capability still there after {how}: {got!r}"
+
+
+def test_readdir_lists_every_type_with_its_inode_and_d_type(d: Path) -> None:
+    # readdir(3) (not in pjdfstest): exactly the live names, each with the inode lstat gives
+    # and the d_type of its kind; names removed or renamed away are gone.
+    kinds = ["regular", "dir", "fifo", "block", "char", "socket", "symlink"]
+    for kind in kinds:
+        create_file(kind, d / kind)
+    expect("0", "create", d / "gone", 0o644)
+    expect("0", "unlink", d / "gone")
+    expect("0", "create", d / "old", 0o644)
+    expect("0", "rename", d / "old", d / "new")
+    seen = {}
+    with os.scandir(d) as it:
+        for entry in it:
+            seen[entry.name] = (entry.inode(), entry.is_dir(follow_symlinks=False),
+                                entry.is_symlink(), entry.is_file(follow_symlinks=False))
+    assert sorted(seen) == sorted([*kinds, "new"])
+    for name, (ino, is_dir, is_link, is_file) in seen.items():
+        kind = "regular" if name == "new" else name
+        assert ino == lstat(d / name, "inode"), f"readdir inode of {name}"
+        assert (is_dir, is_link, is_file) == (kind == "dir", kind == "symlink",
+                                              kind == "regular"), f"d_type of {name}"
+
+
+def test_lchmod_of_symlink(d: Path) -> None:
+    # fchmodat(AT_SYMLINK_NOFOLLOW) on a symlink: Linux refuses (EOPNOTSUPP) and the link
+    # stays 0777; the target is untouched.
+    expect("0", "create", d / "t", 0o644)
+    expect("0", "symlink", "t", d / "l")
+    got = _outcome(_fchmodat_nofollow, d / "l", 0o600)
+    assert got in ("EOPNOTSUPP", "ENOTSUP"), f"lchmod of a symlink gave {got}"
+    expect(("symlink", 0o777), "lstat", d / "l", "type,mode")
+    expect(0o644, "lstat", d / "t", "mode")
+
+
+@pytest.mark.parametrize("op", ["setxattr", "removexattr"])
+def test_xattr_change_updates_ctime(d: Path, op: str) -> None:
+    # Linux: setxattr/removexattr mark ctime (ext4, tmpfs); a failed one does not.
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    os.setxattr(n0, "user.k", b"v1")
+    c1 = lstat(n0, "ctime")
+    nap()
+    if op == "setxattr":
+        os.setxattr(n0, "user.k", b"v2")
+    else:
+        os.removexattr(n0, "user.k")
+    c2 = lstat(n0, "ctime")
+    assert c1 < c2, f"{op} did not update ctime"
+    nap()
+    assert _outcome(os.removexattr, n0, "user.missing") == "ENODATA"
+    assert lstat(n0, "ctime") == c2, "a failed removexattr changed ctime"
