@@ -394,3 +394,31 @@ def test_xattr_change_updates_ctime(d: Path, op: str) -> None:
     nap()
     assert _outcome(os.removexattr, n0, "user.missing") == "ENODATA"
     assert lstat(n0, "ctime") == c2, "a failed removexattr changed ctime"
+
+
+def test_names_are_arbitrary_bytes(d: Path) -> None:
+    # POSIX names are any bytes but "/" and NUL: non-UTF-8 bytes, control characters, case
+    # variants and 255-byte multibyte names are all distinct entries that list back as given.
+    names = [bytes([b]) for b in range(1, 256) if b not in (0x2F, 0x2E)]
+    names += [b"...", b".hidden", b"a\nb", b"Case", b"case", b"CASE", b"a" * 255,
+              "é".encode() * 127 + b"x", b"\xff\xfe\xfd", b"caf\xc3\xa9", b"cafe\xcc\x81",
+              b" lead", b"trail "]
+    root = os.fsencode(d)
+    for name in names:
+        fd = os.open(root + b"/" + name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.write(fd, name)
+        os.close(fd)
+    assert sorted(os.listdir(root)) == sorted(names)
+    for name in names:
+        with open(root + b"/" + name, "rb") as f:
+            assert f.read() == name, f"{name!r} reads back another file's bytes"
+
+
+def test_large_ids(d: Path) -> None:
+    # chown/00.t uses ids up to 65535; Linux ids are 32-bit (4294967295 means "unchanged").
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    expect("0", "chown", n0, 4294967294, 2147483648)
+    expect((4294967294, 2147483648), "lstat", n0, "uid,gid")
+    expect("0", "chown", n0, 100000, -1)
+    expect((100000, 2147483648), "lstat", n0, "uid,gid")
