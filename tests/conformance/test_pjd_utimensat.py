@@ -187,3 +187,29 @@ def test_read_updates_atime_relatime(d: Path, cached: bool) -> None:
     atime = lstat(n0, "atime")
     assert atime >= before - 10**9, (
         f"a read after a modification left atime at {seconds(atime)} (relatime wants now)")
+
+
+@pytest.mark.parametrize("what", ["readdir", "readlink"])
+def test_directory_and_symlink_access_updates_atime_relatime(d: Path, what: str) -> None:
+    # Linux relatime (touch_atime) also covers reading a directory and following/reading a
+    # symlink: with atime <= mtime, the access stamps atime with the current time.
+    if what == "readdir":
+        target = d / "dir"
+        expect("0", "mkdir", target, 0o755)
+        expect("0", "create", target / "f", 0o644)
+        expect("0", "utimensat", target, 1000000000, 0, 1100000000, 0)
+        os.sync()
+        drop_kernel_caches()
+        before = time.time_ns()
+        assert os.listdir(target) == ["f"]
+    else:
+        target = d / "link"
+        expect("0", "symlink", "somewhere", target)
+        expect("0", "utimensat", target, 1000000000, 0, 1100000000, 0, AT_SYMLINK_NOFOLLOW)
+        os.sync()
+        drop_kernel_caches()
+        before = time.time_ns()
+        assert os.readlink(target) == "somewhere"
+    atime = lstat(target, "atime")
+    assert atime >= before - 10**9, (
+        f"{what} after a modification left atime at {seconds(atime)} (relatime wants now)")
