@@ -1,0 +1,139 @@
+"""Filling a pool of unequal disks: the smallest disk fills and writes go on landing on the
+others; when no set of disks can hold an extent any more, writes fail with ENOSPC, df says the
+pool is full, nothing written before is lost (also across a remount), and deleting files makes
+room again."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from acclib import MiB, Pool, wait_until
+
+FILE = 4 * MiB
+# policy -> caps (smallest first), fragments per extent, fragment size on disk of a full block
+CASES = {
+    "rep:2": (["6M", "40M", "48M"], 2, MiB + 128),
+    # ec:4+2 needs six disks per extent: a seventh lets writes go on when the smallest is full.
+    "ec:4+2": (["3M", "10M", "12M", "14M", "16M", "18M", "20M"], 6, MiB // 4 + 128),
+}
+
+
+def _write_file(path: Path, data: bytes) -> str | None:
+    """Write, fsync, close. None on success, else the step that failed ('write'...)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    step = "write"
+    try:
+        for off in range(0, len(data), MiB):
+            os.write(fd, data[off:off + MiB])
+        step = "fsync"
+        os.fsync(fd)
+    except OSError as exc:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        assert exc.errno == errno.ENOSPC, \
+            f"{path.name}: {step} failed with {exc!r}; a full pool must give ENOSPC (28)"
+        return step
+    step = "close"
+    try:
+        os.close(fd)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, \
+            f"{path.name}: close failed with {exc!r}; a full pool must give ENOSPC (28)"
+        return step
+    return None
+
+
+def _usage(pool: Pool) -> list[tuple[int, int, int]]:
+    """(cap, used, free) per disk, in the order the disks were added (smallest first)."""
+    by_path = {str(d["path"]): d for d in pool.list_disks()}
+    return [(by_path[str(d)]["capacity_cap"], by_path[str(d)]["used"], by_path[str(d)]["free"])
+            for d in pool.disks]
+
+
+def _over_cap(usage: list[tuple[int, int, int]]) -> list[str]:
+    return [f"disk {i}: used {used} > cap {cap} (+{used - cap} bytes)"
+            for i, (cap, used, _) in enumerate(usage) if used > cap]
+
+
+@pytest.mark.parametrize("policy", list(CASES))
+def test_fill_smallest_then_pool_then_enospc(make_pool: Callable[..., Pool], policy: str) -> None:
+    caps, n_frags, frag_size = CASES[policy]
+    pool = make_pool(policy, caps, budget=200)
+    data_dir = pool.mnt / "fill"
+    data_dir.mkdir()
+    written: dict[str, str] = {}  # name -> sha256 of files whose write, fsync and close succeeded
+    history: list[list[tuple[int, int, int]]] = []
+    smallest_full_at: int | None = None  # bytes written when the smallest disk was full
+    failed: tuple[str, str] | None = None
+    t0 = time.monotonic()
+    for i in range(200):
+        name = f"f{i:03d}"
+        data = os.urandom(FILE)
+        step = _write_file(data_dir / name, data)
+        if step is not None:
+            failed = (name, step)
+            break
+        written[name] = hashlib.sha256(data).hexdigest()
+        usage = _usage(pool)
+        history.append(usage)
+        if smallest_full_at is None and usage[0][2] < frag_size:
+            smallest_full_at = len(written) * FILE
+    seconds = time.monotonic() - t0
+    assert failed is not None, "200 files of 4 MiB fitted in a pool of a few dozen MiB"
+    total = len(written) * FILE
+    st = os.statvfs(pool.mnt)
+    df_free, df_total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    final = _usage(pool)
+    print(f"\n[{policy}] wrote {total >> 20} MiB in {len(written)} files ({seconds:.1f} s), then "
+          f"ENOSPC at {failed[1]}; smallest disk full after {(smallest_full_at or 0) >> 20} MiB;"
+          f" df: {df_free >> 10} KiB free of {df_total >> 20} MiB; disks (cap, used, free): "
+          f"{final}")
+
+    # The smallest disk filled up on the way.
+    assert smallest_full_at is not None, \
+        f"the smallest disk never reached its cap before ENOSPC: {final}"
+    # ENOSPC only when no set of n_frags distinct disks can take one more fragment each.
+    roomy = [i for i, (_, _, free) in enumerate(final) if free >= frag_size]
+    assert len(roomy) < n_frags, \
+        f"ENOSPC while disks {roomy} could still hold a {policy} extent: {final}"
+    # df on the mount says the pool is (nearly) full.
+    assert df_free <= max(2 * MiB, df_total // 20), \
+        f"statvfs reports {df_free} bytes free on a pool that refuses writes (ENOSPC)"
+    # Caps are caps: no disk holds more than its --capacity at any point (checked at the end,
+    # so the checks below still run).
+    over = [f"after file {n}: {o}" for n, u in enumerate(history) for o in _over_cap(u)]
+
+    # Everything written before ENOSPC is intact, also after umount + mount.
+    def check_all() -> None:
+        for name, digest in written.items():
+            got = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
+            assert got == digest, f"{name} changed after the pool filled up"
+
+    check_all()
+    pool.remount()
+    check_all()
+
+    # Deleting files makes room again (freed space may come back after a commit).
+    (data_dir / failed[0]).unlink(missing_ok=True)
+    for name in sorted(written)[:2]:
+        (data_dir / name).unlink()
+        del written[name]
+    again = os.urandom(FILE)
+    t1 = time.monotonic()
+    ok = wait_until(lambda: _write_file(data_dir / "after-delete", again) is None, 30, 0.5)
+    assert ok, f"writes still fail with ENOSPC 30 s after deleting 8 MiB: {_usage(pool)}"
+    print(f"[{policy}] a write succeeded {time.monotonic() - t1:.1f} s after deleting 8 MiB")
+    written["after-delete"] = hashlib.sha256(again).hexdigest()
+    pool.remount()
+    check_all()
+    over += [f"at the end: {o}" for o in _over_cap(_usage(pool))]
+    assert not over, "capacity caps exceeded (--capacity must bound what a disk holds):" \
+        "\n  " + "\n  ".join(over[:20])
