@@ -105,3 +105,33 @@ def test_attributes_survive_cache_drop_and_remount(d: Path, conformance_mount) -
     assert not problems, "attributes changed across a remount:\n" + "\n".join(problems)
     assert (d / "data").read_bytes() == b"x" * 12345 + bytes(23456 - 12345)
     assert os.readlink(d / "symlink") == "suid"
+
+
+@pytest.mark.parametrize("when", ["futimens_before_close", "utimensat_while_open",
+                                  "utimensat_after_close"])
+def test_times_set_around_buffered_writes(d: Path, conformance_mount, when: str) -> None:
+    # `cp -p` writes, then futimens(fd) and close(); tar and rsync set times after close. The
+    # times asked for must be the ones stored: data flushed later must not restamp them.
+    root, mount = conformance_mount
+    n0 = d / "n0"
+    want = (1900000000 * 10**9 + 111, 1950000000 * 10**9 + 222)
+    fd = os.open(n0, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for i in range(64):
+            os.write(fd, bytes([i]) * 65536)
+        if when == "futimens_before_close":
+            os.utime(fd, ns=want)
+        elif when == "utimensat_while_open":
+            os.utime(n0, ns=want)
+    finally:
+        os.close(fd)
+    if when == "utimensat_after_close":
+        os.utime(n0, ns=want)
+    os.sync()
+    got = (os.lstat(n0).st_atime_ns, os.lstat(n0).st_mtime_ns)
+    assert got == want, f"{when}: times {got}, asked for {want}"
+    if mount is not None:
+        _drop_kernel_caches()
+        got = (os.lstat(n0).st_atime_ns, os.lstat(n0).st_mtime_ns)
+        assert got == want, f"{when}: the daemon stored times {got}, asked for {want}"
+    assert os.path.getsize(n0) == 64 * 65536

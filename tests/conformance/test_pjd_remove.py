@@ -223,3 +223,23 @@ def test_unlink_14_open_file_survives(d: Path) -> None:
     data = b"Hello,_World!"
     expect(data, "seq", n0, os.O_RDWR, ("write", data), ("unlink", n0), ("pread", 13, 0))
     expect("ENOENT", "lstat", n0, "type")
+
+
+def test_rename_over_open_file_keeps_its_data(d: Path) -> None:
+    # As unlink/14.t for a name replaced by rename(2): the replaced inode lives on for its
+    # open descriptor (nlink 0, old bytes), and the name shows the new file.
+    src, dst = d / "src", d / "dst"
+    src.write_bytes(b"new contents")
+    dst.write_bytes(b"old contents, longer")
+    fd = os.open(dst, os.O_RDWR)
+    try:
+        expect("0", "rename", src, dst)
+        st = os.fstat(fd)
+        assert (st.st_nlink, st.st_size) == (0, 21)
+        assert os.pread(fd, 100, 0) == b"old contents, longer"
+        os.pwrite(fd, b"OLD", 0)
+        assert os.pread(fd, 3, 0) == b"OLD"
+    finally:
+        os.close(fd)
+    assert dst.read_bytes() == b"new contents"
+    expect(1, "lstat", dst, "nlink")
