@@ -145,3 +145,16 @@ def test_truncate_errors_in_path(d: Path) -> None:
     expect("0", "create", n1 / "n2", 0o644, u=NOBODY, g=NOBODY)
     expect("0", "chmod", n1, 0o644)
     expect("EACCES", "truncate", n1 / "n2", 123, u=NOBODY, g=NOBODY)
+
+
+def test_ftruncate_counterparts(d: Path) -> None:
+    # The ftruncate/ files mirror truncate/: a huge length on a writable fd (0 or
+    # EFBIG/EINVAL, size consistent), and a descriptor not open for writing (a directory's,
+    # or O_RDONLY) is EINVAL.
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    got = expect("0|EFBIG|EINVAL", "seq", n0, os.O_RDWR, ("ftruncate", 999999999999999))
+    expect(999999999999999 if got == 0 else 0, "stat", n0, "size")
+    expect("EINVAL", "seq", n0, os.O_RDONLY, ("ftruncate", 0))
+    expect("0", "mkdir", d / "dir", 0o755)
+    expect("EINVAL|EBADF|EISDIR", "seq", d / "dir", os.O_RDONLY, ("ftruncate", 0))
