@@ -4,10 +4,11 @@ whole, after the dead mount is detached and the pool mounted again."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 
 import pytest
-from acclib import MiB, Pool, run
+from acclib import MiB, Pool, pid_running, run, wait_until
 
 
 @pytest.mark.parametrize("policy,caps", [("rep:2", ["40M", "60M", "80M"]),
@@ -68,3 +69,25 @@ def test_fsynced_data_survives_kill_9(make_pool: Callable[..., Pool], policy: st
     pool.remount()
     assert (pool.mnt / "after").read_bytes() == b"after the crash"
     assert (pool.mnt / "fresh").read_bytes() == fresh
+
+
+def test_fusermount_u_flushes_unsynced_writes(make_pool: Callable[..., Pool]) -> None:
+    """`fusermount3 -u` (not only `dynamicfs umount`) stops the daemon cleanly, and data
+    written without fsync is all there after the next mount."""
+    pool = make_pool("rep:2", ["40M", "60M", "80M"])
+    data = os.urandom(6 * MiB + 99)
+    (pool.mnt / "no-fsync").write_bytes(data)
+    os.makedirs(pool.mnt / "d" / "e")
+    os.symlink("../no-fsync", pool.mnt / "d" / "link")
+    pid = pool.pid
+    assert pid is not None
+    proc = subprocess.run(["fusermount3", "-u", str(pool.mnt)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_until(lambda: not pid_running(pid), 60), \
+        "the daemon did not exit within 60 s of fusermount3 -u"
+    pool.pid = None
+    assert not (pool.pool / "control.sock").exists(), "control socket left behind"
+    pool.mount()
+    assert (pool.mnt / "no-fsync").read_bytes() == data, "unsynced data lost at fusermount3 -u"
+    assert os.readlink(pool.mnt / "d" / "link") == "../no-fsync"
+    assert (pool.mnt / "d" / "e").is_dir()
