@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pjdlib import expect, nap, stat_
+from pjdlib import drop_kernel_caches, expect, nap, stat_
 
 NOBODY = 65534
 RD, WR, RW = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
@@ -289,3 +289,32 @@ def test_open_25_beyond_2gb(d: Path, offset: int) -> None:
     expect(b"a", "seq", n0, RD, ("pread", 1, offset))
     expect(bytes(4), "seq", n0, RD, ("pread", 4, offset - 4))
     expect("0", "unlink", n0)
+
+
+@pytest.mark.parametrize("later_write", [False, True], ids=["then_close", "then_old_fd_writes"])
+def test_open_o_trunc_while_another_fd_has_unflushed_writes(d: Path, later_write: bool) -> None:
+    # open/00.t's O_TRUNC with a second writer: bytes written (still buffered) through an
+    # earlier descriptor are gone after the truncating open; a later write through the old
+    # descriptor lands at its own offset, the gap reading as zeros.
+    n0 = d / "n0"
+    fd1 = os.open(n0, os.O_CREAT | WR, 0o644)
+    try:
+        os.write(fd1, b"A" * 65536)
+        fd2 = os.open(n0, WR | os.O_TRUNC)
+        try:
+            expect(0, "stat", n0, "size")
+            os.write(fd2, b"xyz")
+            if later_write:
+                os.write(fd1, b"B")
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd1)
+    os.sync()
+    want = b"xyz" + bytes(65536 - 3) + b"B" if later_write else b"xyz"
+    expect(len(want), "stat", n0, "size")
+    same = n0.read_bytes() == want
+    assert same, "the file's bytes after O_TRUNC with a second writer differ from ext4's"
+    drop_kernel_caches()  # and as stored, not only as the page cache has them
+    same = n0.read_bytes() == want
+    assert same, "after a cache drop the file's bytes differ (what the pool stored)"
