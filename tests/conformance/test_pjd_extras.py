@@ -422,3 +422,51 @@ def test_large_ids(d: Path) -> None:
     expect((4294967294, 2147483648), "lstat", n0, "uid,gid")
     expect("0", "chown", n0, 100000, -1)
     expect((100000, 2147483648), "lstat", n0, "uid,gid")
+
+
+@pytest.mark.parametrize("change", ["unlink_seen", "create_more"])
+def test_readdir_while_the_directory_changes(d: Path, change: str) -> None:
+    # POSIX readdir(3): entries neither removed nor added since opendir are returned exactly
+    # once, whatever else happens to the directory meanwhile (`rm -rf` unlinks as it lists).
+    names = {f"f{i:04d}" for i in range(600)}
+    for name in names:
+        os.close(os.open(d / name, os.O_CREAT | os.O_WRONLY, 0o644))
+    seen: list[str] = []
+    with os.scandir(d) as it:
+        for i, entry in enumerate(it):
+            seen.append(entry.name)
+            if change == "unlink_seen":
+                os.unlink(d / entry.name)
+            elif i % 3 == 0:
+                os.close(os.open(d / f"new{i:04d}", os.O_CREAT | os.O_WRONLY, 0o644))
+    originals = [n for n in seen if n in names]
+    assert len(originals) == len(set(originals)), "an entry was returned twice"
+    assert set(originals) == names, f"{len(names - set(originals))} entries never returned"
+    if change == "unlink_seen":
+        assert os.listdir(d) == []
+
+
+def test_xattr_semantics(d: Path) -> None:
+    # setxattr(2)/getxattr(2) on Linux: XATTR_CREATE/XATTR_REPLACE, empty and 2000-byte values,
+    # ENODATA, listing, and user.* refused (EPERM) on symlinks and FIFOs.
+    n0 = d / "n0"
+    expect("0", "create", n0, 0o644)
+    os.setxattr(n0, "user.a", b"1", os.XATTR_CREATE)
+    assert _outcome(os.setxattr, n0, "user.a", b"2", os.XATTR_CREATE) == "EEXIST"
+    assert _outcome(os.setxattr, n0, "user.b", b"2", os.XATTR_REPLACE) == "ENODATA"
+    os.setxattr(n0, "user.a", b"3", os.XATTR_REPLACE)
+    os.setxattr(n0, "user.empty", b"")
+    os.setxattr(n0, "user.big", b"v" * 2000)  # ext4 without ea_inode: one block in all
+    assert os.getxattr(n0, "user.a") == b"3"
+    assert os.getxattr(n0, "user.empty") == b""
+    assert os.getxattr(n0, "user.big") == b"v" * 2000
+    assert sorted(os.listxattr(n0)) == ["user.a", "user.big", "user.empty"]
+    assert _outcome(os.getxattr, n0, "user.none") == "ENODATA"
+    assert _outcome(os.setxattr, n0, "user." + "k" * 251, b"x") == "ERANGE"
+    os.removexattr(n0, "user.a")
+    assert sorted(os.listxattr(n0)) == ["user.big", "user.empty"]
+    expect("0", "symlink", "n0", d / "l")
+    got = _outcome(os.setxattr, d / "l", "user.x", b"1", follow_symlinks=False)
+    assert got == "EPERM", f"user.* xattr on a symlink gave {got}"
+    expect("0", "mkfifo", d / "fifo", 0o644)
+    assert _outcome(os.setxattr, d / "fifo", "user.x", b"1") == "EPERM"
