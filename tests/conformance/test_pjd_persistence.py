@@ -77,6 +77,11 @@ def _diff(before: dict, after: dict, fields: tuple[str, ...]) -> list[str]:
     return problems
 
 
+def _root_attrs(root: Path) -> tuple:
+    st = os.lstat(root)
+    return (oct(st.st_mode), st.st_uid, st.st_gid, st.st_ino, st.st_atime_ns, st.st_mtime_ns)
+
+
 def _drop_kernel_caches() -> None:
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -88,7 +93,13 @@ def test_attributes_survive_cache_drop_and_remount(d: Path, conformance_mount) -
     if mount is None:
         pytest.skip("needs the mount (a local directory has no daemon behind it)")
     _populate(d)
+    # The root directory too (pjdfstest runs there and chowns/chmods "."), restored below.
+    root_before = os.lstat(root)
+    os.chown(root, 7, 8)
+    os.chmod(root, 0o1777)
+    os.utime(root, ns=(1900000000 * 10**9 + 3, 1950000000 * 10**9 + 4))
     first = _snapshot(d)
+    root_attrs = _root_attrs(root)
     assert first["links"]["nlink"] == 3 and first["subdirs"]["nlink"] == 5
 
     _drop_kernel_caches()
@@ -102,7 +113,11 @@ def test_attributes_survive_cache_drop_and_remount(d: Path, conformance_mount) -
     mount.mount()
     remounted = _snapshot(d)
     problems = _diff(first, remounted, FIELDS + TIMES)
+    root_after = _root_attrs(root)
+    os.chown(root, root_before.st_uid, root_before.st_gid)
+    os.chmod(root, stat.S_IMODE(root_before.st_mode))
     assert not problems, "attributes changed across a remount:\n" + "\n".join(problems)
+    assert root_after == root_attrs, f"the root's attributes: {root_attrs} -> {root_after}"
     assert (d / "data").read_bytes() == b"x" * 12345 + bytes(23456 - 12345)
     assert os.readlink(d / "symlink") == "suid"
 
