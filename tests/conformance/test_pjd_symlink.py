@@ -144,3 +144,13 @@ def test_symlink_01_enotdir_07_eloop(d: Path) -> None:
     expect("0", "symlink", "n0", d / "n1")
     expect("0", "symlink", "n1", d / "n0")
     expect("ELOOP", "symlink", "test", d / "n0" / "test")
+
+
+def test_symlink_target_arbitrary_bytes(d: Path) -> None:
+    # A symlink stores its target verbatim: any bytes but NUL, up to PATH_MAX - 1.
+    root = os.fsencode(d)
+    for i, target in enumerate([b"\xff\xfe/x", bytes(range(1, 256)), b"x" * 4095, b"/"]):
+        link = root + b"/l%d" % i
+        os.symlink(target, link)
+        assert os.readlink(link) == target
+        assert os.lstat(link).st_size == len(target)
