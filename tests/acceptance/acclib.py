@@ -56,8 +56,13 @@ def run(*args: object, check: bool = True,
     return proc
 
 
-def run_json(*args: object) -> dict:
-    return json.loads(run(*args, "--json").stdout)
+def run_json(*args: object, check: bool = True) -> dict:
+    proc = run(*args, "--json", check=check)
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"dynamicfs {' '.join(map(str, args))} --json exited {proc.returncode} "
+                    f"without JSON:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
 
 
 def in_mountinfo(path: Path) -> bool:

@@ -78,7 +78,7 @@ def test_64_gib_sparse_file(make_pool: Callable[..., Pool]) -> None:
 
 
 N_ENTRIES = 100_000
-CREATE_BUDGET = 60.0  # seconds; the issue asks that such directories "stay fast"
+CREATE_BUDGET = 90.0  # seconds (about 45 s here); the issue asks that they "stay fast"
 
 
 def test_directory_of_100k_entries(make_pool: Callable[..., Pool]) -> None:
@@ -87,19 +87,26 @@ def test_directory_of_100k_entries(make_pool: Callable[..., Pool]) -> None:
     d.mkdir()
     names = [f"entry-{i:06d}-{'x' * (i % 40)}" for i in range(N_ENTRIES)]
     t0 = time.monotonic()
+    chunk_rates: list[float] = []  # creates/s per 10,000 entries: must not sink as it grows
     dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        t = t0
         for i, name in enumerate(names):
             if i % 2:
                 os.mknod(name, 0o644 | stat.S_IFREG, dir_fd=dfd)
             else:
                 os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644,
                                  dir_fd=dfd))
+            if (i + 1) % 10_000 == 0:
+                now = time.monotonic()
+                chunk_rates.append(10_000 / (now - t))
+                t = now
     finally:
         os.close(dfd)
     create_s = time.monotonic() - t0
     print(f"\ncreated {N_ENTRIES} entries in {create_s:.1f} s "
-          f"({N_ENTRIES / create_s:.0f}/s, half mknod, half open+close)")
+          f"({N_ENTRIES / create_s:.0f}/s, half mknod, half open+close); per 10k: "
+          f"{[round(r) for r in chunk_rates]}")
 
     def listing(when: str) -> float:
         t = time.monotonic()
@@ -147,6 +154,11 @@ def test_directory_of_100k_entries(make_pool: Callable[..., Pool]) -> None:
     with pytest.raises(OSError) as exc:
         os.rmdir(d)
     assert exc.value.errno == errno.ENOTEMPTY
+    # Creating must not slow down as the directory grows (a per-entry cost that grows with the
+    # directory shows here whatever the machine's load); and it must stay in budget.
+    first, last = max(chunk_rates[:3]), max(chunk_rates[-3:])
+    assert last >= first / 3, \
+        f"creates slow down as the directory grows: {first:.0f}/s early, {last:.0f}/s late"
     assert create_s < CREATE_BUDGET, \
         f"creating {N_ENTRIES} entries took {create_s:.0f} s ({N_ENTRIES / create_s:.0f}/s); " \
         f"budget {CREATE_BUDGET:.0f} s"

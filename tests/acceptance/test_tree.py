@@ -100,10 +100,9 @@ def test_copy_compares_equal_then_after_remount(loaded: Loaded) -> None:
     assert_same_tree(loaded.src, loaded.dst, f"{loaded.pool.policy}: after umount + mount")
 
 
+@pytest.mark.parametrize("loaded", ["rep:2"], indirect=True)  # one policy: keeps it short
 def test_tar_copy_compares_equal(loaded: Loaded) -> None:
     """GNU tar takes other paths than cp: link() for hard links, xattrs before data, -S."""
-    if loaded.pool.policy != "rep:2":
-        pytest.skip("tar is run on one policy only, to keep the suite short")
     dst = loaded.pool.mnt / "tar-copy"
     dst.mkdir()
     cmd = (f"tar -C '{loaded.src}' --xattrs --xattrs-include='user.*' -cSf - . | "
@@ -179,6 +178,7 @@ def test_damaged_fragments_are_rebuilt(loaded: Loaded) -> None:
     e_delete = _pick(frags, unique, n_frags, ["big/random-5MiB"], taken)
     e_flip = _pick(frags, unique, n_frags, small, taken)
     e_header = _pick(frags, unique, n_frags, small[5:], taken)
+    e_trunc = _pick(frags, unique, n_frags, small[10:], taken)
     e_most = _pick(frags, unique, n_frags, ["big/random-7MiB+1"], taken)
     # The systematic shards (ec) are what a healthy read fetches, so damage index 0 there;
     # under rep:N any replica may be read.
@@ -196,6 +196,9 @@ def test_damaged_fragments_are_rebuilt(loaded: Loaded) -> None:
     p = frag(e_header, 0)
     flip_byte(p, 40)  # inside the extent id field of the header
     damaged.append((e_header, 0, p, "header byte flipped"))
+    p = frag(e_trunc, 0)
+    os.truncate(p, p.stat().st_size // 2)
+    damaged.append((e_trunc, 0, p, "truncated to half"))
     for i in range(tolerable):
         p = frag(e_most, i)
         if i == 0:
