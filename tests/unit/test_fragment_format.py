@@ -1,0 +1,108 @@
+"""The fragment file format: header pack/unpack, damage detection, and the local disk's
+verified reads."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynamicfs.disks import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing, LocalDisk
+from dynamicfs.disks.fragment import _BODY, _CHECK_LEN
+
+# Every header byte that carries meaning (the rest is zero padding to HEADER_SIZE).
+COVERED = _BODY.size + _CHECK_LEN
+
+headers = st.builds(
+    FragmentHeader,
+    pool_uuid=st.binary(min_size=16, max_size=16),
+    extent_id=st.binary(min_size=32, max_size=32),
+    index=st.integers(0, 0xFFFF),
+    codec_id=st.integers(0, 255),
+    k=st.integers(0, 255),
+    m=st.integers(0, 255),
+    extent_length=st.integers(0, 2**64 - 1),
+    payload_length=st.integers(0, 2**64 - 1),
+    payload_hash=st.binary(min_size=32, max_size=32),
+)
+
+
+@given(headers)
+def test_header_round_trip(header):
+    raw = header.pack()
+    assert len(raw) == HEADER_SIZE
+    assert FragmentHeader.unpack(raw) == header
+
+
+@settings(max_examples=300)
+@given(headers, st.integers(0, COVERED - 1), st.integers(1, 255))
+def test_any_flipped_header_byte_is_detected(header, pos, mask):
+    raw = bytearray(header.pack())
+    raw[pos] ^= mask
+    with pytest.raises(FragmentError):
+        FragmentHeader.unpack(bytes(raw))
+
+
+def test_truncated_and_foreign_headers_refused():
+    header = FragmentHeader(b"p" * 16, b"e" * 32, 0, 1, 1, 1, 3, 3, b"h" * 32)
+    with pytest.raises(FragmentError, match="truncated"):
+        FragmentHeader.unpack(header.pack()[:HEADER_SIZE - 1])
+    with pytest.raises(FragmentError, match="magic"):
+        FragmentHeader.unpack(b"NOTAFRAG" + header.pack()[8:])
+
+
+@pytest.fixture
+def disk(tmp_path):
+    pool = uuid.uuid4().bytes
+    LocalDisk.prepare(tmp_path / "d", pool, str(uuid.uuid4()))
+    return LocalDisk(tmp_path / "d", pool)
+
+
+def write(disk: LocalDisk, payload: bytes, index: int = 0) -> FragmentHeader:
+    from dynamicfs.codec import blake3_digest
+
+    header = FragmentHeader(disk.pool_uuid, blake3_digest(payload), index, 1, 1, 1,
+                            len(payload), len(payload), blake3_digest(payload))
+    assert disk.write_fragment(header, payload) == HEADER_SIZE + len(payload)
+    return header
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000])
+def test_disk_round_trip_and_header(disk, size):
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    header = write(disk, payload, index=3)
+    assert disk.read_fragment(header.extent_id, 3) == payload
+    path = disk.fragment_path(header.extent_id, 3)
+    assert disk.read_header(path) == header
+    assert [p.name for p in disk.iter_fragment_files()] == [path.name]
+
+
+def test_flipped_payload_byte_detected_on_read(disk):
+    header = write(disk, b"payload bytes")
+    path = disk.fragment_path(header.extent_id, 0)
+    raw = bytearray(path.read_bytes())
+    raw[HEADER_SIZE + 4] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FragmentError, match="checksum"):
+        disk.read_fragment(header.extent_id, 0)
+
+
+def test_fragment_read_refuses_wrong_name_pool_and_length(disk, tmp_path):
+    header = write(disk, b"abc")
+    path = disk.fragment_path(header.extent_id, 0)
+    # The right file under another index's name names another fragment.
+    path.rename(disk.fragment_path(header.extent_id, 1))
+    with pytest.raises(FragmentError, match="another extent or index"):
+        disk.read_fragment(header.extent_id, 1)
+    with pytest.raises(FragmentMissing):
+        disk.read_fragment(header.extent_id, 0)
+    other = LocalDisk(disk.root, uuid.uuid4().bytes)
+    with pytest.raises(FragmentError, match="another pool"):
+        other.read_fragment(header.extent_id, 1)
+    disk.fragment_path(header.extent_id, 1).rename(path)
+    with open(path, "ab") as f:
+        f.write(b"extra")
+    with pytest.raises(FragmentError, match="payload is"):
+        disk.read_fragment(header.extent_id, 0)
