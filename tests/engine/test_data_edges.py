@@ -1,0 +1,162 @@
+"""Edge cases of file data where extents are shared, freed and reused, and where several tasks
+use one file at once."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+from conftest import BS, ROOT, fragment_files, read_file, write_file
+
+from dynamicfs.engine.types import ROOT_CTX, SetAttr
+from dynamicfs.meta import extents as mext
+
+
+async def reopen_read(engine, name: bytes) -> bytes:
+    attr = await engine.lookup(ROOT, name)
+    try:
+        return await read_file(engine, attr.ino)
+    finally:
+        await engine.forget([(attr.ino, 1)])
+
+
+def test_content_freed_then_written_again_keeps_its_fragments(run_engine):
+    block = os.urandom(BS)
+
+    async def body(engine):
+        await write_file(engine, b"a", block)
+        await engine.unlink(ROOT, b"a")  # the extent is freed; its fragments are doomed
+        await write_file(engine, b"b", block)  # the same content again, before deletion ran
+        await engine.commit_all()
+        assert len(fragment_files(engine.pool.path)) == 2
+
+    path = run_engine(body)
+
+    async def after(engine):
+        assert await reopen_read(engine, b"b") == block
+
+    run_engine(after, pool_path=path)
+
+
+def test_truncating_one_sharer_leaves_the_other(run_engine):
+    block = os.urandom(BS)
+
+    async def body(engine):
+        a = await write_file(engine, b"a", block * 2)
+        await write_file(engine, b"b", block * 2)
+        await engine.setattr(a.ino, SetAttr(size=10))
+        fh, _ = await engine.open(a.ino, os.O_RDWR)
+        await engine.fsync(fh, False)
+        await engine.release(fh)
+        assert await reopen_read(engine, b"b") == block * 2
+        assert await reopen_read(engine, b"a") == block[:10]
+
+    run_engine(body)
+
+
+def test_rename_over_an_open_file_keeps_it_readable(run_engine):
+    old = os.urandom(BS + 5)
+
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"target", 0o644, os.O_RDWR, ROOT_CTX)
+        await engine.write(fh, 0, old)
+        await engine.fsync(fh, False)
+        await write_file(engine, b"new", b"replacement")
+        await engine.rename(ROOT, b"new", ROOT, b"target", 0)
+        assert await engine.read(fh, 0, len(old)) == old
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+        assert await reopen_read(engine, b"target") == b"replacement"
+        await engine.commit_all()
+        assert mext.totals(engine.db)["extents"] == 1
+
+    run_engine(body)
+
+
+def test_truncate_of_an_unlinked_open_file(run_engine):
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+        await engine.write(fh, 0, os.urandom(3 * BS))
+        await engine.unlink(ROOT, b"f")
+        await engine.setattr(attr.ino, SetAttr(size=BS // 2))
+        await engine.fsync(fh, False)
+        assert len(await engine.read(fh, 0, 3 * BS)) == BS // 2
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+
+    run_engine(body)
+
+
+def test_concurrent_writers_to_disjoint_ranges(run_engine):
+    parts = [os.urandom(BS + 100 * i) for i in range(6)]
+    stride = 2 * BS
+
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+
+        async def writer(i: int) -> None:
+            data = parts[i]
+            for off in range(0, len(data), 4000):  # unaligned pieces race with seals
+                await engine.write(fh, i * stride + off, data[off:off + 4000])
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(parts)):
+                nursery.start_soon(writer, i)
+            nursery.start_soon(engine.fsync, fh, False)
+        await engine.fsync(fh, False)
+        for i, data in enumerate(parts):
+            assert await engine.read(fh, i * stride, len(data)) == data
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+
+    path = run_engine(body)
+
+    async def after(engine):
+        got = await reopen_read(engine, b"f")
+        for i, data in enumerate(parts):
+            assert got[i * stride:i * stride + len(data)] == data
+
+    run_engine(after, pool_path=path)
+
+
+def test_reads_while_a_writer_seals(run_engine):
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+        model = bytearray()
+        for round_ in range(8):
+            data = os.urandom(BS)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(engine.write, fh, round_ * BS, data)
+                nursery.start_soon(engine.read, fh, 0, (round_ + 1) * BS)
+            model += data
+            assert await engine.read(fh, 0, len(model)) == bytes(model)
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+
+    run_engine(body)
+
+
+def test_small_cache_many_files(run_engine):
+    files = {b"f%d" % i: os.urandom(BS * 2 + i) for i in range(12)}
+
+    async def body(engine):
+        handles = []
+        for name in files:
+            fh, attr = await engine.create(ROOT, name, 0o644, os.O_RDWR, ROOT_CTX)
+            handles.append((fh, attr.ino))
+        for (fh, _), data in zip(handles, files.values(), strict=True):
+            await engine.write(fh, 0, data)
+        for fh, ino in handles:
+            await engine.release(fh)
+            await engine.forget([(ino, 1)])
+        for name, data in files.items():
+            assert await reopen_read(engine, name) == data
+
+    path = run_engine(body, cache_size=8 * BS)
+
+    async def after(engine):
+        for name, data in files.items():
+            assert await reopen_read(engine, name) == data
+
+    run_engine(after, pool_path=path, cache_size=8 * BS)
