@@ -338,3 +338,30 @@ def test_write_that_fits_the_pool_is_accepted(run_engine):
         await engine.forget([(attr.ino, 1)])
 
     run_engine(body, policy="rep:1", ndisks=3, caps=[fill(8)] * 3)
+
+
+def test_missing_disk_gives_degraded_writes_that_fsck_reports(run_engine):
+    data, other = os.urandom(2 * BS), os.urandom(2 * BS)
+
+    async def first(engine):
+        await write_file(engine, b"before", data)
+
+    path = run_engine(first, policy="rep:3", ndisks=3)
+    label = path.parent / "disk2" / "dynamicfs-disk.json"
+    saved = label.read_bytes()
+    label.unlink()
+
+    async def degraded(engine):
+        await write_file(engine, b"during", other)
+        assert counters(engine)["degraded_writes"] == 2, counters(engine)
+        assert await read_file(engine, await ino_of(engine, b"before")) == data
+
+    # Under-replicated extents, and a disk whose fragments could not be checked.
+    run_engine(degraded, pool_path=path,
+               expect_problems={"disk_labels", "fragment_rows", "fragment_files"})
+    label.write_bytes(saved)
+
+    async def back(engine):
+        assert await read_file(engine, await ino_of(engine, b"during")) == other
+
+    run_engine(back, pool_path=path, expect_problems={"fragment_rows"})
