@@ -310,9 +310,6 @@ def test_replicas_over_three_disks_use_all_their_space(run_engine):
     assert extents >= 11, f"ENOSPC after {extents} of 12 blocks"
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: usable_capacity searches t only up to "
-                   "max(free), but n-way placement over more than n disks holds up to "
-                   "sum(free)/n per fragment index; statfs under-reports")
 @pytest.mark.parametrize("policy,ndisks,blocks", [("rep:2", 3, 12), ("rep:1", 4, 32),
                                                   ("ec:2+1", 4, 20)])
 def test_statfs_reports_what_the_pool_holds(run_engine, policy, ndisks, blocks):
@@ -327,8 +324,6 @@ def test_statfs_reports_what_the_pool_holds(run_engine, policy, ndisks, blocks):
     assert reported[0] >= blocks * BS and reported[1] >= blocks * BS, (reported, blocks * BS)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: the ENOSPC check at write time uses the "
-                   "same under-counted usable space, so a write that fits is refused")
 def test_write_that_fits_the_pool_is_accepted(run_engine):
     async def body(engine):
         fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)

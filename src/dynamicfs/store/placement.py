@@ -34,15 +34,18 @@ def choose_disks(
 
 
 def usable_capacity(free: list[int], n: int) -> int:
-    """The most fragment-bytes per fragment index that `free` can hold for n-way placement.
+    """The most bytes per fragment index that `free` can hold under n-way placement.
 
-    The largest t with sum(min(f, t) for f in free) >= n * t: each extent puts one fragment of
-    size t on n distinct disks, so a disk contributes at most t. This is what statfs reports
+    The largest t with sum(min(f, t) for f in free) >= n * t: every extent puts its n
+    fragments on n distinct disks, so a disk can hold at most one fragment of each extent,
+    i.e. at most t of the t bytes stored per fragment index. This is what statfs reports
     (times K for erasure coding), the way btrfs reports RAID1 space over unequal devices.
     """
     if n <= 0 or len(free) < n:
         return 0
-    lo, hi = 0, max(free)
+    # t may exceed the largest disk: over more than n disks, fragments of successive extents
+    # rotate (pairs AB, BC, CA hold 150 on three disks of 100). It never exceeds sum/n.
+    lo, hi = 0, sum(free) // n
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if sum(min(f, mid) for f in free) >= n * mid:
