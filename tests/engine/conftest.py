@@ -43,6 +43,27 @@ def fsck_problems(path: Path, verify_data: bool = True) -> list[fsck.Problem]:
     return fsck.check_path(path, verify_data=verify_data)
 
 
+def run_in_pool(path: Path, body: EngineTest, *, cache_size: int = 64 << 20,
+                expect_problems: Iterable[str] = ()) -> None:
+    """Open the pool, run `body` against an engine, stop it cleanly, then fsck the pool and
+    require exactly the problems `expect_problems` names (usually none)."""
+
+    async def main() -> None:
+        pool = Pool.open(path)
+        pool.lock("engine test")
+        try:
+            engine = Engine(pool, cache_size=cache_size, commit_interval=3600)
+            async with engine.running():
+                await body(engine)
+        finally:
+            pool.close()
+
+    trio.run(main)
+    problems = fsck_problems(path)
+    found = {p.check for p in problems}
+    assert found == set(expect_problems), "fsck after the test:\n" + "\n".join(map(str, problems))
+
+
 @pytest.fixture
 def run_engine(tmp_path: Path):
     """Run an async test body against an engine; it is flushed, closed and fsck'd after.
@@ -58,22 +79,7 @@ def run_engine(tmp_path: Path):
                expect_problems: Iterable[str] = ()) -> Path:
         path = pool_path or make_pool(tmp_path / uuid.uuid4().hex[:8], ndisks, policy,
                                       block_size, caps=caps)
-
-        async def main() -> None:
-            pool = Pool.open(path)
-            pool.lock("engine test")
-            try:
-                engine = Engine(pool, cache_size=cache_size, commit_interval=3600)
-                async with engine.running():
-                    await body(engine)
-            finally:
-                pool.close()
-
-        trio.run(main)
-        problems = fsck_problems(path)
-        found = {p.check for p in problems}
-        expected = set(expect_problems)
-        assert found == expected, "fsck after the test:\n" + "\n".join(map(str, problems))
+        run_in_pool(path, body, cache_size=cache_size, expect_problems=expect_problems)
         return path
 
     return runner
