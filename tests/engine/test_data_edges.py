@@ -160,3 +160,42 @@ def test_small_cache_many_files(run_engine):
             assert await reopen_read(engine, name) == data
 
     run_engine(after, pool_path=path, cache_size=8 * BS)
+
+
+def test_file_of_64_gib_is_sparse_and_reads_back(run_engine):
+    end = 64 << 30
+
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"huge", 0o644, os.O_RDWR, ROOT_CTX)
+        await engine.write(fh, end - 5, b"last!")
+        await engine.write(fh, 0, b"first")
+        await engine.fsync(fh, False)
+        a = await engine.getattr(attr.ino)
+        assert a.size == end and a.blocks * 512 < 4 * BS
+        assert await engine.read(fh, end - 10, 100) == bytes(5) + b"last!"
+        assert await engine.read(fh, end // 2, 10) == bytes(10)
+        await engine.setattr(attr.ino, SetAttr(size=end // 2))
+        await engine.fsync(fh, False)
+        assert mext.block_range(engine.db, attr.ino, 0, end // BS).keys() == {0}
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+
+    run_engine(body)
+
+
+def test_sequential_read_then_truncate_and_extend(run_engine):
+    data = os.urandom(4 * BS)
+
+    async def body(engine):
+        a = await write_file(engine, b"f", data)
+        fh, _ = await engine.open(a.ino, os.O_RDWR)
+        assert await engine.read(fh, 0, BS) == data[:BS]  # starts a readahead of block 1
+        await engine.setattr(a.ino, SetAttr(size=BS // 2))
+        await engine.setattr(a.ino, SetAttr(size=4 * BS))
+        want = data[:BS // 2] + bytes(4 * BS - BS // 2)
+        assert await engine.read(fh, 0, 4 * BS) == want
+        await engine.fsync(fh, False)
+        await engine.release(fh)
+        assert await read_file(engine, a.ino) == want
+
+    run_engine(body)

@@ -497,3 +497,47 @@ def test_readdir_large_directory_is_fast(run_engine):
         engine.lookups.clear()
 
     run_engine(body)
+
+
+def test_replaced_directory_lives_while_looked_up(run_engine):
+    async def body(engine):
+        await mkdir(engine, ROOT, b"a")
+        b = await engine.mkdir(ROOT, b"b", 0o755, ROOT_CTX)  # kept looked up
+        await engine.setxattr(b.ino, b"user.x", b"1")
+        await engine.rename(ROOT, b"a", ROOT, b"b", 0)
+        assert (await engine.getattr(b.ino)).nlink == 0
+        await fails(errno.ENOENT, engine.mkdir(b.ino, b"new", 0o755, ROOT_CTX))
+        await engine.forget([(b.ino, 1)])
+        await fails(errno.ENOENT, engine.getattr(b.ino))
+
+    run_engine(body)
+
+
+def test_times_in_nanoseconds_and_relatime(run_engine):
+    async def body(engine):
+        a = await write_file(engine, b"f", b"data")
+        t = 1_700_000_000_123_456_789
+        attr = await engine.setattr(a.ino, SetAttr(atime_ns=t - 1, mtime_ns=t))
+        assert (attr.atime_ns, attr.mtime_ns) == (t - 1, t)
+        assert attr.ctime_ns > t
+        fh, _ = await engine.open(a.ino, os.O_RDONLY)
+        await engine.read(fh, 0, 4)  # atime older than mtime: relatime moves it
+        await engine.release(fh)
+        moved = (await engine.getattr(a.ino)).atime_ns
+        assert moved > t
+        fh, _ = await engine.open(a.ino, os.O_RDONLY)
+        await engine.read(fh, 0, 4)  # now newer than mtime and ctime: left alone
+        await engine.release(fh)
+        assert (await engine.getattr(a.ino)).atime_ns == moved
+
+    run_engine(body)
+
+
+def test_chmod_keeps_file_type(run_engine):
+    async def body(engine):
+        d = await mkdir(engine, ROOT, b"d")
+        attr = await engine.setattr(d, SetAttr(mode=0o100700))
+        assert stat.S_ISDIR(attr.mode) and stat.S_IMODE(attr.mode) == 0o700
+        await fails(errno.EISDIR, engine.setattr(d, SetAttr(size=0)))
+
+    run_engine(body)
