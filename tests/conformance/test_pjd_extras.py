@@ -97,6 +97,11 @@ def test_open_20_truncate_11_etxtbsy(d: Path) -> None:
     expect("0", "truncate", n0, 123)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "kernel + libfuse default: pyfuse3 cannot turn off FUSE_CAP_ATOMIC_O_TRUNC, so the kernel "
+    "drops its page cache and sets its cached size to 0 in fuse_finish_open, before its "
+    "ETXTBSY check; the engine ignores O_TRUNC on read-only opens so the stored bytes stay, but "
+    "the kernel's view is wrong until the inode leaves its cache (docs/user-guide.md)"))
 def test_open_20_o_rdonly_o_trunc_refused_keeps_data(d: Path) -> None:
     # open/20.t: "expect ETXTBSY open ${n0} O_RDONLY,O_TRUNC" on the running program. A
     # refused open must not have truncated anything: the program keeps running and the file

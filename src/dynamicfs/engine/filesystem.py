@@ -323,7 +323,13 @@ class Engine:
         return self.ns.getattr(ino)
 
     async def readlink(self, ino: int) -> bytes:
-        return self.ns.readlink(ino)
+        target = self.ns.readlink(ino)
+        self._touch_atime(ino)
+        return target
+
+    def _touch_atime(self, ino: int) -> None:
+        if not self.readonly:
+            self.ns.touch_atime(self.ns.row(ino))
 
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Attr:
         self._writable()
@@ -365,8 +371,11 @@ class Engine:
             self._maybe_delete(freed)
 
     async def opendir(self, ino: int, ctx: Ctx | None = None) -> int:
-        if not stat.S_ISDIR(self.ns.row(ino).mode):
+        row = self.ns.row(ino)
+        if not stat.S_ISDIR(row.mode):
             raise FsError(errno.ENOTDIR)
+        if not self.readonly:
+            self.ns.touch_atime(row)
         return ino
 
     async def readdir(self, ino: int, offset: int) -> list[DirEntry]:
@@ -428,16 +437,27 @@ class Engine:
             raise FsError(errno.EISDIR)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._writable()
-        if flags & os.O_TRUNC and stat.S_ISREG(row.mode) and row.size:
+        # The FUSE layer cannot turn off libfuse's atomic O_TRUNC, so the kernel sends O_TRUNC
+        # in OPEN before some of its own checks (ETXTBSY for a running binary comes after).
+        # For a read-only open that truncation is unspecified by POSIX and, here, could empty
+        # a file whose open then fails: it is ignored. Writable opens truncate as asked.
+        if (flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY
+                and stat.S_ISREG(row.mode) and row.size):
             await self.data.truncate(ino, 0)
+        fh = self._new_handle(ino)
+        if flags & os.O_ACCMODE != os.O_WRONLY:
+            # Reads served from the kernel's page cache never reach us, so relatime is applied
+            # when a file is opened for reading rather than at its first read.
+            self._atime_checked.add(fh)
+            self._touch_atime(ino)
         # Every change reaches us through the kernel, so its page cache is never stale.
-        return self._new_handle(ino), True
+        return fh, True
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         ino = self._ino(fh)
         if fh not in self._atime_checked:
             self._atime_checked.add(fh)
-            self.ns.touch_atime(self.ns.row(ino))
+            self._touch_atime(ino)
         return await self.data.read(ino, offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
