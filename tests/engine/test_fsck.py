@@ -210,3 +210,15 @@ def test_settings_name_another_pool(populated):
                "UPDATE settings SET value = '1000' WHERE key = 'block_size'")
     problems = [p for p in fsck_problems(populated) if p.check == "settings"]
     assert len(problems) == 2
+
+
+@pytest.mark.parametrize("name", ["x'2f61'", "x''", "CAST('..' AS BLOB)", "x'610062'",
+                                  "zeroblob(256)"])
+def test_invalid_entry_names(populated, name):
+    corrupt_db(populated, f"UPDATE dentries SET name = {name} WHERE name = CAST('hard' AS BLOB)")
+    assert checks(populated) == {"tree"}
+
+
+def test_root_that_is_not_a_directory(populated):
+    corrupt_db(populated, f"UPDATE inodes SET mode = 33188 WHERE id = {ROOT}")
+    assert "tree" in checks(populated)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..codec import CODEC_REP, DecodeError, policy_for_codec
 from ..disks import HEADER_SIZE, FragmentError, FragmentHeader, LabelError, LocalDisk
 from ..disks.local import TMP_PREFIX
+from ..engine.namespace import NAME_MAX
 from ..engine.pool import Pool
 from ..meta import ROOT_INODE
 from ..meta import disks as mdisks
@@ -230,6 +231,13 @@ class Fsck:
                 self.report(f"inode {ino} has nlink {nlink} but {names} names", ("inode", ino))
 
     def check_tree(self) -> None:
+        root_mode = mm.inode_mode(self.db, ROOT_INODE)
+        if root_mode is not None and not stat.S_ISDIR(root_mode):
+            self.report(f"the root inode is not a directory (mode {root_mode:o})",
+                        ("inode", ROOT_INODE))
+        for parent, name, ino in mm.bad_dentry_names(self.db, NAME_MAX):
+            self.report(f"entry {name!r} in {parent} (inode {ino}) has an invalid name",
+                        ("inode", parent))
         for parent, name, ino, why in mm.dentries_with_bad_ends(self.db):
             self.report(f"entry {name!r} in {parent} (inode {ino}): {why}", ("inode", parent))
         children: dict[int, list[int]] = defaultdict(list)

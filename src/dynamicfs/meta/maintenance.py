@@ -182,3 +182,16 @@ def stray_xattr_rows(db: Database) -> list[tuple[int, int]]:
     return db.query(
         "SELECT x.inode, COUNT(*) FROM xattrs x LEFT JOIN inodes i ON i.id = x.inode"
         " WHERE i.id IS NULL GROUP BY x.inode ORDER BY x.inode")
+
+
+def bad_dentry_names(db: Database, name_max: int) -> list[tuple[int, bytes, int]]:
+    """(parent, name, inode) of entries whose name no path lookup could ever produce."""
+    return db.query(
+        "SELECT parent, name, inode FROM dentries WHERE LENGTH(name) = 0 OR LENGTH(name) > ?"
+        " OR name IN (CAST('.' AS BLOB), CAST('..' AS BLOB))"
+        " OR INSTR(name, CAST('/' AS BLOB)) > 0 OR INSTR(name, x'00') > 0"
+        " ORDER BY parent, name", (name_max,))
+
+
+def inode_mode(db: Database, ino: int) -> int | None:
+    return db.get_val("SELECT mode FROM inodes WHERE id=?", (ino,))
