@@ -541,3 +541,29 @@ def test_chmod_keeps_file_type(run_engine):
         await fails(errno.EISDIR, engine.setattr(d, SetAttr(size=0)))
 
     run_engine(body)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: Namespace.link does not refuse a removed "
+                   "(nlink 0) target directory, leaving an entry under a freed inode")
+def test_link_into_removed_directory(run_engine):
+    async def body(engine):
+        f = await mkfile(engine, ROOT, b"f")
+        d = await engine.mkdir(ROOT, b"d", 0o755, ROOT_CTX)  # kept looked up
+        await engine.rmdir(ROOT, b"d")
+        await fails(errno.ENOENT, engine.link(f, d.ino, b"x", ROOT_CTX))
+        await engine.forget([(d.ino, 1)])
+
+    run_engine(body)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: Namespace.rename does not refuse a removed "
+                   "(nlink 0) target directory; the moved entry vanishes with it")
+def test_rename_into_removed_directory(run_engine):
+    async def body(engine):
+        await mkfile(engine, ROOT, b"f")
+        d = await engine.mkdir(ROOT, b"d", 0o755, ROOT_CTX)  # kept looked up
+        await engine.rmdir(ROOT, b"d")
+        await fails(errno.ENOENT, engine.rename(ROOT, b"f", d.ino, b"x", 0))
+        await engine.forget([(d.ino, 1)])
+
+    run_engine(body)
