@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,15 +25,16 @@ CASES = {
 }
 
 
-def _write_file(path: Path, data: bytes) -> str | None:
+def _write_file(path: Path, data: bytes, fsync: bool = True) -> str | None:
     """Write, fsync, close. None on success, else the step that failed ('write'...)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     step = "write"
     try:
         for off in range(0, len(data), MiB):
             os.write(fd, data[off:off + MiB])
-        step = "fsync"
-        os.fsync(fd)
+        if fsync:
+            step = "fsync"
+            os.fsync(fd)
     except OSError as exc:
         try:
             os.close(fd)
@@ -70,37 +72,52 @@ def test_fill_smallest_then_pool_then_enospc(make_pool: Callable[..., Pool], pol
     data_dir = pool.mnt / "fill"
     data_dir.mkdir()
     written: dict[str, str] = {}  # name -> sha256 of files whose write, fsync and close succeeded
-    history: list[list[tuple[int, int, int]]] = []
+    history: list[list[tuple[int, int, int]]] = [_usage(pool)]
     smallest_full_at: int | None = None  # bytes written when the smallest disk was full
-    failed: tuple[str, str] | None = None
+    failures: list[tuple[str, str, list[tuple[int, int, int]]]] = []  # name, step, usage before
     t0 = time.monotonic()
-    for i in range(200):
-        name = f"f{i:03d}"
-        data = os.urandom(FILE)
-        step = _write_file(data_dir / name, data)
-        if step is not None:
-            failed = (name, step)
-            break
-        written[name] = hashlib.sha256(data).hexdigest()
-        usage = _usage(pool)
-        history.append(usage)
-        if smallest_full_at is None and usage[0][2] < frag_size:
-            smallest_full_at = len(written) * FILE
+    # 4 MiB files until one fails, then 1 MiB files (one extent each) until one fails.
+    for size in (FILE, MiB):
+        for i in range(200):
+            name = f"f{size >> 20}-{i:03d}"
+            data = os.urandom(size)
+            step = _write_file(data_dir / name, data)
+            if step is not None:
+                failures.append((name, step, history[-1]))
+                break
+            written[name] = hashlib.sha256(data).hexdigest()
+            usage = _usage(pool)
+            history.append(usage)
+            if smallest_full_at is None and usage[0][2] < frag_size:
+                smallest_full_at = sum(int(n.split("-")[0][1:]) << 20 for n in written)
+        else:
+            pytest.fail(f"200 files of {size >> 20} MiB fitted in a pool of a few dozen MiB")
     seconds = time.monotonic() - t0
-    assert failed is not None, "200 files of 4 MiB fitted in a pool of a few dozen MiB"
-    total = len(written) * FILE
+    total = sum(int(n.split("-")[0][1:]) << 20 for n in written)
     st = os.statvfs(pool.mnt)
     df_free, df_total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
     final = _usage(pool)
-    print(f"\n[{policy}] wrote {total >> 20} MiB in {len(written)} files ({seconds:.1f} s), then "
-          f"ENOSPC at {failed[1]}; smallest disk full after {(smallest_full_at or 0) >> 20} MiB;"
-          f" df: {df_free >> 10} KiB free of {df_total >> 20} MiB; disks (cap, used, free): "
-          f"{final}")
+    print(f"\n[{policy}] wrote {total >> 20} MiB in {len(written)} files ({seconds:.1f} s); "
+          f"ENOSPC at {[f[:2] for f in failures]}; smallest disk full after "
+          f"{(smallest_full_at or 0) >> 20} MiB; df: {df_free >> 10} KiB free of "
+          f"{df_total >> 20} MiB; disks (cap, used, free): {final}")
 
+    # Without fsync the error must still reach the writer: at write() or at close().
+    nofsync = _write_file(data_dir / "no-fsync", os.urandom(FILE), fsync=False)
+    assert nofsync is not None, \
+        "a 4 MiB write without fsync into a full pool: write() and close() both succeeded " \
+        "(data silently lost)"
+    (data_dir / "no-fsync").unlink()
     # The smallest disk filled up on the way.
     assert smallest_full_at is not None, \
         f"the smallest disk never reached its cap before ENOSPC: {final}"
-    # ENOSPC only when no set of n_frags distinct disks can take one more fragment each.
+    # ENOSPC only when no disk set can hold the data: the 4 MiB file (4 extents of n_frags
+    # fragments on distinct disks) fitted iff sum(min(fragments a disk can take, 4)) >= 4 n.
+    name, _, before = failures[0]
+    fits = sum(min(free // frag_size, 4) for _, _, free in before) >= 4 * n_frags
+    assert not fits, f"{name}: ENOSPC for 4 extents although the disks could hold them " \
+        f"(cap, used, free before the write): {before}"
+    # After the 1 MiB file failed, no n_frags distinct disks can take one fragment each.
     roomy = [i for i, (_, _, free) in enumerate(final) if free >= frag_size]
     assert len(roomy) < n_frags, \
         f"ENOSPC while disks {roomy} could still hold a {policy} extent: {final}"
@@ -122,8 +139,9 @@ def test_fill_smallest_then_pool_then_enospc(make_pool: Callable[..., Pool], pol
     check_all()
 
     # Deleting files makes room again (freed space may come back after a commit).
-    (data_dir / failed[0]).unlink(missing_ok=True)
-    for name in sorted(written)[:2]:
+    for name, _, _ in failures:
+        (data_dir / name).unlink(missing_ok=True)
+    for name in sorted(n for n in written if n.startswith("f4-"))[:2]:  # 2 x 4 MiB
         (data_dir / name).unlink()
         del written[name]
     again = os.urandom(FILE)
@@ -137,3 +155,35 @@ def test_fill_smallest_then_pool_then_enospc(make_pool: Callable[..., Pool], pol
     over += [f"at the end: {o}" for o in _over_cap(_usage(pool))]
     assert not over, "capacity caps exceeded (--capacity must bound what a disk holds):" \
         "\n  " + "\n  ".join(over[:20])
+
+
+def _fragment_bytes(disk: Path) -> int:
+    return sum(p.stat().st_size for p in (disk / "fragments").rglob("*") if p.is_file())
+
+
+def test_capacity_caps_hold_under_parallel_writers(make_pool: Callable[..., Pool]) -> None:
+    """Four writers at once fill a pool of small capped disks: no disk may end up holding more
+    than its --capacity (neither by list-disks nor by the bytes of its fragment files)."""
+    pool = make_pool("rep:2", ["8M", "10M", "12M", "14M"])
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(100):
+                if _write_file(pool.mnt / f"w{n}-{i}", os.urandom(2 * MiB)) is not None:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    usage = _usage(pool)
+    on_disk = [_fragment_bytes(d) for d in pool.disks]
+    print(f"\n[parallel] (cap, used, free): {usage}; fragment bytes per disk: {on_disk}")
+    over = _over_cap(usage) + [f"disk {i}: {b} bytes of fragment files > cap {usage[i][0]}"
+                               for i, b in enumerate(on_disk) if b > usage[i][0]]
+    assert not over, "capacity caps exceeded with parallel writers:\n  " + "\n  ".join(over)

@@ -28,6 +28,7 @@ from acclib import (
     in_mountinfo,
     pool_session,
     read_errno,
+    run_json,
     wait_until,
 )
 
@@ -248,6 +249,16 @@ def test_damaged_fragments_are_rebuilt(loaded: Loaded) -> None:
             assert sum(c.values()) == 0, f"disk {d} had no damage but shows errors {c}"
     assert degraded_seen > 0, "status --json counters never showed a degraded read"
     assert_same_tree(loaded.src, loaded.dst, f"{pool.policy}: after the repair reads")
+    # Reads rewrite the bad fragments they met (user guide: "rewritten in place"). Under
+    # ec:4+2 every damaged fragment is a data shard a healthy read fetches, so all of them
+    # must have been met and rewritten; under rep:N the reads may have used other replicas.
+    pool.umount()
+    report = run_json("fsck", "--verify-data", pool.pool, check=False)
+    left = [p["message"] for p in report["problems"]]
+    print(f"[{pool.policy}] fsck --verify-data after the reads: {len(left)} problems {left[:3]}")
+    if pool.policy.startswith("ec:"):
+        assert not left, f"damaged shards that reads met were not rewritten: {left[:5]}"
+    pool.mount()
 
 
 def test_damage_beyond_repair_is_eio(loaded: Loaded) -> None:
