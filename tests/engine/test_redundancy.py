@@ -13,7 +13,7 @@ from conftest import BS, ROOT, db_rows, extent_fragments, flip_byte, read_file, 
 from dynamicfs.codec import Policy
 from dynamicfs.disks.faults import Fault
 from dynamicfs.engine.types import ROOT_CTX
-from dynamicfs.errors import FsError
+from dynamicfs.errors import DynamicFSError, FsError
 from dynamicfs.meta import extents as mext
 
 POLICIES = ["rep:1", "rep:2", "rep:3", "ec:2+1", "ec:4+2"]
@@ -360,3 +360,27 @@ def test_missing_disk_gives_degraded_writes_that_fsck_reports(run_engine):
         assert await read_file(engine, await ino_of(engine, b"during")) == other
 
     run_engine(back, pool_path=path, expect_problems={"fragment_rows"})
+
+
+def test_policy_change_applies_to_new_extents(run_engine):
+    old, new = os.urandom(BS), os.urandom(BS)
+
+    async def body(engine):
+        a = await write_file(engine, b"old", old)
+        engine.set_policy("ec:2+1")
+        b = await write_file(engine, b"new", new)
+        codec = {name: mext.get_extent(engine.db, mext.block_extent(engine.db, ino, 0))
+                 for name, ino in ((b"old", a.ino), (b"new", b.ino))}
+        assert (codec[b"old"].k, codec[b"old"].m) == (1, 1)
+        assert (codec[b"new"].k, codec[b"new"].m) == (2, 1)
+        with pytest.raises(DynamicFSError, match="needs 6 disks"):
+            engine.set_policy("ec:4+2")
+
+    path = run_engine(body)
+
+    async def after(engine):
+        assert await read_file(engine, await ino_of(engine, b"old")) == old
+        assert await read_file(engine, await ino_of(engine, b"new")) == new
+        assert str(engine.pool.policy) == "ec:2+1"
+
+    run_engine(after, pool_path=path)
