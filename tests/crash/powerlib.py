@@ -315,16 +315,22 @@ def recover_and_check(pool_path: Path, work: Path, seed: int, *,
     before = [str(p) for p in problems]
     bad = [p for p in before if not p.startswith("[orphan_files]")]
     verdict.violations.extend(f"fsck after recovery: {p}" for p in bad)
+    offline_gc(pool_path)
+    verdict.violations.extend(f"fsck after gc: {p}" for p in
+                              fsck.check_path(pool_path, verify_data=True))
+    return Outcome(verdict, lo, hi, image, before)
+
+
+def offline_gc(pool_path: Path) -> gc.GcReport:
+    """What `dynamicfs gc POOL` does on an unmounted pool."""
     pool = Pool.open(pool_path)
     pool.lock("gc")
     try:
         disks = {row.id: pool.open_disk(row) for row in pool.disk_rows()}
-        gc.collect_offline(disks, lambda d, i, k: mext.fragment_recorded(pool.db, d, i, k))
+        return gc.collect_offline(
+            disks, lambda d, i, k: mext.fragment_recorded(pool.db, d, i, k))
     finally:
         pool.close()
-    verdict.violations.extend(f"fsck after gc: {p}" for p in
-                              fsck.check_path(pool_path, verify_data=True))
-    return Outcome(verdict, lo, hi, image, before)
 
 
 def _dangling(engine: Engine) -> list[str]:
