@@ -1,0 +1,832 @@
+"""DynamicFS benchmark suite: raw directory vs pyfuse3 passthrough vs DynamicFS pools.
+
+    .venv/bin/python bench/run.py [--rounds 3] [--quick] [--only WORKLOAD] [--profile WORKLOAD]
+
+Every workload runs on every target, interleaved, in an order rotated each round; the figure
+kept is the median of the rounds, shown with its ratios to "raw" and to "passthrough". Results
+go to bench/results/<timestamp>.json and docs/performance.md. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+DYNAMICFS = str(VENV_BIN / "dynamicfs")
+PYTHON = str(VENV_BIN / "python")
+BASE = Path("/var/tmp/dynamicfs-bench")
+RESULTS = REPO / "bench" / "results"
+REPORT = REPO / "docs" / "performance.md"
+MiB = 1 << 20
+GiB = 1 << 30
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULT_CACHE_MIB = 256  # dynamicfs.engine.filesystem.DEFAULT_CACHE_SIZE
+
+console = Console()
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def proc_stats(pid: int) -> tuple[int, float]:
+    """(VmHWM in KiB, utime+stime in seconds) of a live process."""
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+    rest = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return hwm, (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # raw | passthrough | dynamicfs
+    policy: str | None = None
+    disks: int = 4
+    peak_rss_kib: int = 0
+    cpu_done: float = 0.0
+    proc: subprocess.Popen | None = None
+    _pid: int | None = None
+
+    @property
+    def root(self) -> Path:
+        return BASE / self.name.replace(":", "_").replace("+", "_")
+
+    @property
+    def dir(self) -> Path:
+        """Where workloads run."""
+        return self.root / ("data" if self.kind == "raw" else "mnt")
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    def setup(self) -> None:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.dir.mkdir(parents=True)
+        if self.kind == "passthrough":
+            (self.root / "src").mkdir()
+        elif self.kind == "dynamicfs":
+            run([DYNAMICFS, "init", "--policy", self.policy, str(self.pool)])
+            for i in range(self.disks):
+                run([DYNAMICFS, "add-disk", str(self.pool), str(self.root / f"disk{i}")])
+        self.mount()
+
+    def mount(self) -> None:
+        if self.kind == "passthrough":
+            log = open(self.root / "passthrough.log", "ab")
+            self.proc = subprocess.Popen(
+                [PYTHON, str(REPO / "bench" / "passthrough.py"), str(self.root / "src"),
+                 str(self.dir)], stdout=log, stderr=log, start_new_session=True)
+            for _ in range(100):
+                if os.path.ismount(self.dir):
+                    break
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"passthrough exited: see {self.root / 'passthrough.log'}")
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("passthrough did not mount")
+            self._pid = self.proc.pid
+        elif self.kind == "dynamicfs":
+            run([DYNAMICFS, "mount", str(self.pool), str(self.dir)])
+            status = json.loads(run([DYNAMICFS, "status", "--json", str(self.pool)]).stdout)
+            self._pid = status["pid"]
+
+    def pid(self) -> int | None:
+        return self._pid
+
+    def cpu(self) -> float:
+        """Daemon CPU seconds so far, across remounts."""
+        if self._pid is None:
+            return self.cpu_done
+        with contextlib.suppress(OSError):
+            return self.cpu_done + proc_stats(self._pid)[1]
+        return self.cpu_done
+
+    def sample(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(OSError):
+                self.peak_rss_kib = max(self.peak_rss_kib, proc_stats(self._pid)[0])
+
+    def unmount(self) -> None:
+        if self.kind == "raw" or self._pid is None:
+            return
+        with contextlib.suppress(OSError):
+            hwm, cpu = proc_stats(self._pid)
+            self.peak_rss_kib = max(self.peak_rss_kib, hwm)
+            self.cpu_done += cpu
+        pid, self._pid = self._pid, None
+        if self.kind == "dynamicfs":
+            subprocess.run([DYNAMICFS, "umount", str(self.dir)], capture_output=True)
+        else:
+            subprocess.run(["umount", str(self.dir)], capture_output=True)
+            if self.proc is not None:
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+        for _ in range(100):  # the daemon exits after the unmount; wait so it is not counted twice
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+
+    def cold(self) -> None:
+        """Empty every cache: the daemon's own (by remounting) and the kernel's."""
+        if self.kind != "raw":
+            self.unmount()
+            self.mount()
+        drop_caches()
+
+
+def make_targets(only: list[str] | None) -> list[Target]:
+    ts = [
+        Target("raw", "raw"),
+        Target("passthrough", "passthrough"),
+        Target("rep:1", "dynamicfs", "rep:1", 4),
+        Target("rep:2", "dynamicfs", "rep:2", 4),
+        # ec:4+2 needs 6 disks (DynamicFS refuses to mount it on 4).
+        Target("ec:4+2", "dynamicfs", "ec:4+2", 6),
+    ]
+    return [t for t in ts if only is None or t.name in only]
+
+
+def unmount_leftovers() -> None:
+    """Unmount anything a previous, killed run left mounted under BASE."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return
+    for line in mounts:
+        mp = line.split()[1]
+        if mp.startswith(str(BASE)):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    quick: bool
+    runtime: int
+    seq_size: int
+    scan_files: int
+    scan_small: int = 10_000
+    meta_files: int = 5000
+    small_files: int = 2000
+    small_size: int = 16 << 10
+    tree_src: Path = BASE / "tree-src"
+    tree_tar: Path = BASE / "tree.tar"
+
+
+def fio(t: Target, *args: str) -> tuple[dict, float]:
+    cmd = ["fio", "--output-format=json", "--ioengine=psync", "--fallocate=none",
+           "--invalidate=0", "--group_reporting", *args]
+    t0 = time.perf_counter()
+    out = run(cmd, cwd=t.dir).stdout
+    elapsed = time.perf_counter() - t0
+    return json.loads(out[out.index("{"):]), elapsed
+
+
+def ensure_file(t: Target, name: str, size: int) -> None:
+    p = t.dir / name
+    if not p.exists() or p.stat().st_size != size:
+        fio(t, "--name=prep", f"--filename={name}", "--rw=write", "--bs=1M", f"--size={size}",
+            "--end_fsync=1")
+
+
+def wl_seqwrite(cfg: Config, t: Target) -> dict[str, float]:
+    with contextlib.suppress(FileNotFoundError):
+        (t.dir / "seq.dat").unlink()
+    os.sync()
+    _, el = fio(t, "--name=seqwrite", "--filename=seq.dat", "--rw=write", "--bs=1M",
+                f"--size={cfg.seq_size}", "--end_fsync=1")
+    return {"MiB/s": cfg.seq_size / MiB / el}
+
+
+def wl_seqread(cfg: Config, t: Target) -> dict[str, float]:
+    ensure_file(t, "seq.dat", cfg.seq_size)
+    t.cold()
+    r, _ = fio(t, "--name=seqread", "--filename=seq.dat", "--rw=read", "--bs=1M",
+               f"--size={cfg.seq_size}")
+    return {"MiB/s": r["jobs"][0]["read"]["bw_bytes"] / MiB}
+
+
+def _randread(cfg: Config, t: Target, cold: bool) -> dict[str, float]:
+    ensure_file(t, "rand.dat", 256 * MiB)
+    if cold:
+        t.cold()
+    else:
+        with open(t.dir / "rand.dat", "rb") as f:  # pull it into the page cache
+            while f.read(4 * MiB):
+                pass
+    r, _ = fio(t, "--name=randread", "--filename=rand.dat", "--rw=randread", "--bs=4k",
+               "--size=256M", "--time_based", f"--runtime={cfg.runtime}")
+    return {"IOPS": r["jobs"][0]["read"]["iops"]}
+
+
+def wl_randread_cold(cfg: Config, t: Target) -> dict[str, float]:
+    return _randread(cfg, t, True)
+
+
+def wl_randread_warm(cfg: Config, t: Target) -> dict[str, float]:
+    return _randread(cfg, t, False)
+
+
+def wl_randwrite(cfg: Config, t: Target) -> dict[str, float]:
+    ensure_file(t, "randw.dat", 256 * MiB)
+    r, el = fio(t, "--name=randwrite", "--filename=randw.dat", "--rw=randwrite", "--bs=4k",
+                "--size=256M", "--time_based", f"--runtime={cfg.runtime}", "--end_fsync=1")
+    # Over the wall time, so the final fsync counts.
+    return {"IOPS": r["jobs"][0]["write"]["total_ios"] / el}
+
+
+def wl_metadata(cfg: Config, t: Target) -> dict[str, float]:
+    d = t.dir / "meta"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    names = [str(d / f"file{i:06d}") for i in range(cfg.meta_files)]
+    n = len(names)
+    os.sync()
+    t0 = time.perf_counter()
+    for p in names:
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    t1 = time.perf_counter()
+    for p in names:
+        os.lstat(p)
+    t2 = time.perf_counter()
+    drop_caches()
+    t3 = time.perf_counter()
+    for p in names:
+        os.lstat(p)
+    t4 = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        listed = len(os.listdir(d))
+    t5 = time.perf_counter()
+    assert listed == n, (listed, n)
+    for p in names:
+        os.unlink(p)
+    t6 = time.perf_counter()
+    d.rmdir()
+    return {"create/s": n / (t1 - t0), "stat warm/s": n / (t2 - t1),
+            "stat cold/s": n / (t4 - t3), "list entries/s": reps * n / (t5 - t4),
+            "unlink/s": n / (t6 - t5)}
+
+
+def wl_smallfiles(cfg: Config, t: Target) -> dict[str, float]:
+    d = t.dir / "small"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    data = os.urandom(cfg.small_size)
+    names = [str(d / f"s{i:05d}") for i in range(cfg.small_files)]
+    os.sync()
+    t0 = time.perf_counter()
+    for p in names:
+        fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    t1 = time.perf_counter()
+    t.cold()
+    t2 = time.perf_counter()
+    for p in names:
+        fd = os.open(p, os.O_RDONLY)
+        assert len(os.read(fd, cfg.small_size + 1)) == cfg.small_size
+        os.close(fd)
+    t3 = time.perf_counter()
+    shutil.rmtree(d)
+    n = len(names)
+    return {"write files/s": n / (t1 - t0), "read cold files/s": n / (t3 - t2)}
+
+
+def prepare_tree(cfg: Config) -> None:
+    """A real source tree (the venv's site-packages), as a directory and as a tarball."""
+    if cfg.tree_tar.exists() and cfg.tree_src.exists():
+        return
+    site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    if cfg.tree_src.exists():
+        shutil.rmtree(cfg.tree_src)
+    shutil.copytree(site, cfg.tree_src / "site-packages", symlinks=True)
+    with tarfile.open(cfg.tree_tar, "w") as tf:
+        tf.add(cfg.tree_src / "site-packages", arcname="site-packages")
+
+
+def wl_tree(cfg: Config, t: Target) -> dict[str, float]:
+    prepare_tree(cfg)
+    nfiles = sum(len(fs) + len(ds) for _, ds, fs in os.walk(cfg.tree_src))
+    for sub in ("cp", "tar"):
+        if (t.dir / sub).exists():
+            shutil.rmtree(t.dir / sub)
+    (t.dir / "tar").mkdir()
+    os.sync()
+    t0 = time.perf_counter()
+    run(["cp", "-a", str(cfg.tree_src), str(t.dir / "cp")])
+    t1 = time.perf_counter()
+    run(["tar", "xf", str(cfg.tree_tar), "-C", str(t.dir / "tar")])
+    t2 = time.perf_counter()
+    shutil.rmtree(t.dir / "cp")
+    shutil.rmtree(t.dir / "tar")
+    return {"cp -a entries/s": nfiles / (t1 - t0), "tar x entries/s": nfiles / (t2 - t1)}
+
+
+def wl_concurrency(cfg: Config, t: Target) -> dict[str, float]:
+    res = {}
+    for jobs in (1, 4):
+        for p in t.dir.glob("conc.*"):
+            p.unlink()
+        os.sync()
+        _, el = fio(t, "--name=conc", "--filename_format=conc.$jobnum", "--rw=write",
+                    "--bs=1M", f"--size={cfg.seq_size // jobs}", f"--numjobs={jobs}",
+                    "--end_fsync=1")
+        res[f"{jobs} writer{'s' if jobs > 1 else ''} MiB/s"] = cfg.seq_size / MiB / el
+    for p in t.dir.glob("conc.*"):
+        p.unlink()
+    res["4 vs 1"] = res["4 writers MiB/s"] / res["1 writer MiB/s"]
+    return res
+
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    fn: Callable[[Config, Target], dict[str, float]]
+
+
+WORKLOADS = [
+    Workload("seqwrite", "sequential write, 1 MiB blocks, fsync at end", wl_seqwrite),
+    Workload("seqread", "sequential read, cold caches", wl_seqread),
+    Workload("randread-cold", "random 4 KiB reads over 256 MiB, cold start", wl_randread_cold),
+    Workload("randread-warm", "random 4 KiB reads over 256 MiB, warm", wl_randread_warm),
+    Workload("randwrite", "random 4 KiB writes over 256 MiB, fsync at end", wl_randwrite),
+    Workload("metadata", "create, stat, list, unlink 5,000 files in one directory", wl_metadata),
+    Workload("smallfiles", "write and read back 2,000 files of 16 KiB", wl_smallfiles),
+    Workload("tree", "cp -a and tar x of a source tree (site-packages)", wl_tree),
+    Workload("concurrency", "4 parallel sequential writers vs 1", wl_concurrency),
+]
+SCAN = "scan"
+
+
+# -- the scan of a large pool ----------------------------------------------------------------
+
+
+def fill(d: Path, start: int, stop: int) -> float:
+    """Create files start..stop-1 under d, 1,000 per directory; returns creates/s."""
+    t0 = time.perf_counter()
+    for i in range(start, stop):
+        sub = d / f"d{i // 1000:05d}"
+        if i % 1000 == 0:
+            sub.mkdir(exist_ok=True)
+        os.close(os.open(sub / f"f{i % 1000:03d}", os.O_CREAT | os.O_WRONLY, 0o644))
+    return (stop - start) / max(time.perf_counter() - t0, 1e-9)
+
+
+def scan(t: Target, d: Path) -> tuple[int, float]:
+    t.cold()
+    t0 = time.perf_counter()
+    out = run(["find", str(d), "-printf", "%s\n"]).stdout
+    n = out.count("\n")
+    return n, n / (time.perf_counter() - t0)
+
+
+def meta_db_bytes(t: Target) -> int:
+    return sum(p.stat().st_size for p in t.pool.glob("meta.db*") if p.is_file())
+
+
+def run_scan(cfg: Config, targets: list[Target], rounds: int) -> dict:
+    """Stat rate of a 10,000-file pool, then of the same pool grown to N files."""
+    out: dict[str, dict] = {}
+    for t in targets:
+        console.print(f"[bold]scan[/] {t.name}: filling {cfg.scan_small:,} files")
+        d = t.dir / "scan"
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        create_rate = fill(d, 0, cfg.scan_small)
+        small = [scan(t, d)[1] for _ in range(rounds)]
+        db_small = meta_db_bytes(t) if t.kind == "dynamicfs" else None
+        console.print(f"[bold]scan[/] {t.name}: growing to {cfg.scan_files:,} files")
+        fill_rate = fill(d, cfg.scan_small, cfg.scan_files)
+        big = []
+        for _ in range(rounds):
+            n, rate = scan(t, d)
+            big.append(rate)
+        db_big = meta_db_bytes(t) if t.kind == "dynamicfs" else None
+        out[t.name] = {
+            "small_files": cfg.scan_small, "big_files": cfg.scan_files, "found": n,
+            "create_rate_small": create_rate, "create_rate_big": fill_rate,
+            "small_rates": small, "big_rates": big,
+            "small_median": statistics.median(small), "big_median": statistics.median(big),
+            "big_vs_small": statistics.median(big) / statistics.median(small),
+            "meta_db_bytes": db_big,
+            "meta_db_bytes_per_file": db_big / cfg.scan_files if db_big else None,
+            "meta_db_bytes_per_file_small": db_small / cfg.scan_small if db_small else None,
+        }
+        t.sample()
+        shutil.rmtree(d)  # not timed; frees the space for the next target
+    return out
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+# (workload, metric, targets it applies to, kind, bound, text)
+# kind "pt": ratio to passthrough >= bound; "abs": value >= bound.
+TARGETS = [
+    ("seqwrite", "MiB/s", ["rep:1"], "pt", 0.8, "sequential write, rep:1 ≥ 0.8 × passthrough"),
+    ("seqwrite", "MiB/s", ["rep:2", "ec:4+2"], "pt", 0.6,
+     "sequential write, rep:2 and ec:4+2 ≥ 0.6 × passthrough"),
+    ("seqread", "MiB/s", None, "pt", 0.8, "sequential read, cold ≥ 0.8 × passthrough"),
+    ("randread-cold", "IOPS", None, "pt", 0.7, "random 4 KiB read, cold ≥ 0.7 × passthrough"),
+    ("randread-warm", "IOPS", None, "pt", 0.9, "random 4 KiB read, warm ≥ 0.9 × passthrough"),
+    ("randwrite", "IOPS", None, "pt", 0.5, "random 4 KiB write ≥ 0.5 × passthrough"),
+    ("metadata", "create/s", None, "pt", 1.0, "create ≥ 1.0 × passthrough"),
+    ("metadata", "stat cold/s", None, "pt", 1.0, "stat (cold) ≥ 1.0 × passthrough"),
+    ("metadata", "unlink/s", None, "pt", 1.0, "unlink ≥ 1.0 × passthrough"),
+    ("metadata", "list entries/s", None, "abs", 100_000, "list ≥ 100,000 entries/s"),
+    ("smallfiles", "write files/s", None, "pt", 0.8, "16 KiB files, write ≥ 0.8 × passthrough"),
+    ("smallfiles", "read cold files/s", None, "pt", 0.8,
+     "16 KiB files, read ≥ 0.8 × passthrough"),
+    ("concurrency", "4 vs 1", None, "abs", 1.5, "4 writers ≥ 1.5 × one writer"),
+]
+DFS = ["rep:1", "rep:2", "ec:4+2"]
+
+
+def median(vals: list[float]) -> float | None:
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "–"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def summarize(results: dict) -> dict:
+    """results[wl][metric][target] = [values] → medians and ratios."""
+    out: dict = {}
+    for wl, metrics in results.items():
+        out[wl] = {}
+        for metric, per_target in metrics.items():
+            med = {t: median(v) for t, v in per_target.items()}
+            raw, pt = med.get("raw"), med.get("passthrough")
+            out[wl][metric] = {
+                t: {"values": per_target[t], "median": m,
+                    "vs_raw": m / raw if m is not None and raw else None,
+                    "vs_passthrough": m / pt if m is not None and pt else None}
+                for t, m in med.items()}
+    return out
+
+
+def check_targets(summary: dict, scan_res: dict | None, daemons: dict) -> list[dict]:
+    rows = []
+    for wl, metric, applies, kind, bound, text in TARGETS:
+        if wl not in summary or metric not in summary[wl]:
+            continue
+        for tname in applies or DFS:
+            cell = summary[wl][metric].get(tname)
+            if cell is None or cell["median"] is None:
+                continue
+            got = cell["vs_passthrough"] if kind == "pt" else cell["median"]
+            if got is None:
+                continue
+            rows.append({"target": text, "on": tname, "measured": got,
+                         "unit": "× passthrough" if kind == "pt" else metric,
+                         "met": got >= bound})
+    if scan_res:
+        for tname in DFS:
+            s = scan_res.get(tname)
+            if not s:
+                continue
+            rows.append({"target": f"{s['big_files']:,}-file pool stat rate within 20% of "
+                                   f"{s['small_files']:,}-file pool", "on": tname,
+                         "measured": s["big_vs_small"], "unit": "× small pool",
+                         "met": s["big_vs_small"] >= 0.8})
+            if s["meta_db_bytes_per_file"] is not None:
+                rows.append({"target": "metadata DB ≤ 1 KiB per file", "on": tname,
+                             "measured": s["meta_db_bytes_per_file"], "unit": "bytes/file",
+                             "met": s["meta_db_bytes_per_file"] <= 1024})
+    for tname in DFS:
+        d = daemons.get(tname)
+        if d:
+            rows.append({"target": f"daemon peak RSS ≤ 150 MiB + cache ({DEFAULT_CACHE_MIB} MiB)",
+                         "on": tname, "measured": d["peak_rss_mib"], "unit": "MiB",
+                         "met": d["peak_rss_mib"] <= 150 + DEFAULT_CACHE_MIB})
+    return rows
+
+
+def print_tables(summary: dict, targets: list[Target], cpu: dict) -> None:
+    for wl in summary:
+        w = next((w for w in WORKLOADS if w.name == wl), None)
+        table = Table(title=f"{wl}: {w.title if w else ''}")
+        table.add_column("target")
+        table.add_column("metric")
+        table.add_column("median", justify="right")
+        table.add_column("× raw", justify="right")
+        table.add_column("× passthrough", justify="right")
+        table.add_column("daemon CPU s", justify="right")
+        for metric, per in summary[wl].items():
+            for t in targets:
+                c = per.get(t.name)
+                if c is None:
+                    continue
+                table.add_row(t.name, metric, fmt(c["median"]), fmt(c["vs_raw"]),
+                              fmt(c["vs_passthrough"]),
+                              fmt(median(cpu.get(wl, {}).get(t.name, []))))
+        console.print(table)
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024
+    fio_v = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+    df = subprocess.run(["df", "-hT", str(BASE)], capture_output=True, text=True).stdout
+    return {"uname": " ".join(platform.uname()), "cpu": cpu, "cpus": os.cpu_count(),
+            "mem_mib": mem, "python": sys.version.split()[0], "fio": fio_v,
+            "bench_fs": df.strip().splitlines()[-1] if df else ""}
+
+
+def write_markdown(data: dict, path: Path) -> None:
+    m, cfg = data["machine"], data["config"]
+    L = ["# Performance", "",
+         "The latest report of the benchmark suite (`bench/run.py`, see `bench/README.md`). "
+         "Figures are medians of interleaved rounds; ratios compare targets measured in the "
+         "same run. The disks under /var/tmp are host-cached: read ratios, not absolute "
+         "figures.", ""]
+    if cfg["quick"]:
+        L += ["**This was a quick run** (`--quick`: "
+              f"{cfg['runtime']} s random I/O, {cfg['seq_size'] // MiB} MiB sequential, "
+              f"{cfg['scan_files']:,}-file scan pool, {cfg['rounds']} round(s)). "
+              "Run the full suite for figures to quote.", ""]
+    L += [f"Run: {data['started']} – {data['finished']} (UTC)", "",
+          "## Machine", "",
+          f"- `{m['uname']}`", f"- CPU: {m['cpu']} ({m['cpus']} CPUs)",
+          f"- memory: {m['mem_mib']:,} MiB", f"- Python {m['python']}, {m['fio']}",
+          f"- benchmark filesystem: `{m['bench_fs']}`", "",
+          "## Targets", "",
+          "- **raw**: a plain directory on the filesystem that holds the disks.",
+          "- **passthrough**: `bench/passthrough.py`, a minimal pyfuse3 passthrough of a plain "
+          "directory with DynamicFS's kernel cache settings (60 s entry/attr timeouts, "
+          "writeback cache, keep_cache), forwarding fsync.",
+          "- **rep:1**, **rep:2**: DynamicFS pools of 4 directory disks; **ec:4+2**: a pool of "
+          "6 directory disks (ec:4+2 cannot mount on 4).", "",
+          "Cold workloads remount the FUSE targets (emptying the daemon's own cache) and drop "
+          "the kernel caches (`echo 3 > /proc/sys/vm/drop_caches`) first.", ""]
+    tgt = data.get("targets_check") or []
+    if tgt:
+        L += ["## Issue 5 targets against this run", "",
+              "| target | on | measured | met |", "| --- | --- | --- | --- |"]
+        for r in tgt:
+            L.append(f"| {r['target']} | {r['on']} | {fmt(r['measured'])} {r['unit']} | "
+                     f"{'yes' if r['met'] else '**no**'} |")
+        L.append("")
+    L += ["## Results", ""]
+    for wl, per_metric in data["summary"].items():
+        w = next((w for w in WORKLOADS if w.name == wl), None)
+        L += [f"### {wl}: {w.title if w else ''}", "",
+              "| target | metric | median | × raw | × passthrough | daemon CPU s |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for metric, per in per_metric.items():
+            for tname, c in per.items():
+                cpu = median(data["cpu"].get(wl, {}).get(tname, []))
+                L.append(f"| {tname} | {metric} | {fmt(c['median'])} | {fmt(c['vs_raw'])} | "
+                         f"{fmt(c['vs_passthrough'])} | {fmt(cpu)} |")
+        L.append("")
+    if data.get("scan"):
+        L += ["### scan: stat every file of a pool (`find -printf`, cold caches)", "",
+              "| target | small pool files/s | big pool files/s | big / small | "
+              "meta.db bytes/file | fill creates/s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for tname, s in data["scan"].items():
+            L.append(f"| {tname} ({s['small_files']:,} → {s['big_files']:,}) | "
+                     f"{fmt(s['small_median'])} | {fmt(s['big_median'])} | "
+                     f"{fmt(s['big_vs_small'])} | {fmt(s['meta_db_bytes_per_file'])} | "
+                     f"{fmt(s['create_rate_big'])} |")
+        L.append("")
+    if data.get("daemons"):
+        L += ["### daemons over the whole run", "",
+              "| target | peak RSS (VmHWM, MiB) | CPU seconds |", "| --- | ---: | ---: |"]
+        for tname, d in data["daemons"].items():
+            L.append(f"| {tname} | {fmt(d['peak_rss_mib'])} | {fmt(d['cpu_s'])} |")
+        L.append("")
+    L += ["## Targets from issue 5", "",
+          "| workload | target |", "| --- | --- |",
+          "| sequential write 1 GiB, rep:2 and ec:4+2 | ≥ 0.6 × passthrough (rep:1 ≥ 0.8 ×) |",
+          "| sequential read 1 GiB, cold | ≥ 0.8 × passthrough |",
+          "| random 4 KiB read, cold / warm | ≥ 0.7 × / ≥ 0.9 × passthrough |",
+          "| random 4 KiB write (fsync at end) | ≥ 0.5 × passthrough |",
+          "| create / stat / unlink | ≥ 1.0 × passthrough |",
+          "| list a 5,000-entry directory | ≥ 100,000 entries/s |",
+          "| 16 KiB small files, write and read | ≥ 0.8 × passthrough |",
+          "| 1,000,000-file pool | stat rate within 20% of a 10,000-file pool; "
+          "metadata DB ≤ 1 KiB per file |",
+          "| daemon memory | ≤ 150 MiB + the configured cache size during the whole suite |",
+          "| concurrency | 4 parallel writers get ≥ 1.5 × the throughput of one |", ""]
+    path.write_text("\n".join(L))
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def ensure_fio() -> None:
+    if shutil.which("fio"):
+        return
+    console.print("installing fio (apt-get)")
+    subprocess.run(["apt-get", "install", "-y", "fio"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def ensure_pyspy() -> str:
+    exe = VENV_BIN / "py-spy"
+    if not exe.exists():
+        subprocess.run([str(VENV_BIN / "pip"), "install", "py-spy"], check=True)
+    return str(exe)
+
+
+def profile(cfg: Config, wl: Workload, stamp: str) -> None:
+    t = Target("rep:2", "dynamicfs", "rep:2", 4)
+    pyspy = ensure_pyspy()
+    try:
+        t.setup()
+        # Unprofiled first pass: lays out the files the workload reads.
+        wl.fn(cfg, t)
+        if wl.name in ("seqread", "randread-cold", "smallfiles"):
+            console.print("[yellow]this workload remounts (cold caches): the profile follows "
+                          "the daemon mounted before the remount only[/]")
+        svg = RESULTS / f"profile-{wl.name}-{stamp}.svg"
+        spy = subprocess.Popen([pyspy, "record", "--pid", str(t.pid()), "--output", str(svg),
+                                "--format", "flamegraph", "--threads", "--rate", "250",
+                                "--nonblocking"])
+        time.sleep(1)
+        res = wl.fn(cfg, t)
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+        console.print(res)
+        console.print(f"flame graph: {svg}")
+    finally:
+        t.unmount()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="DynamicFS benchmark suite")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="10 s random I/O, 256 MiB sequential files, 20,000-file scan pool")
+    ap.add_argument("--only", action="append", metavar="WORKLOAD",
+                    help=f"run only this workload (repeatable): "
+                         f"{', '.join(w.name for w in WORKLOADS)}, {SCAN}")
+    ap.add_argument("--targets", action="append", metavar="TARGET",
+                    help="run only on this target (repeatable): raw, passthrough, rep:1, "
+                         "rep:2, ec:4+2")
+    ap.add_argument("--scan-files", type=int, help="files in the big scan pool "
+                    "(default 1,000,000; 20,000 with --quick)")
+    ap.add_argument("--profile", metavar="WORKLOAD",
+                    help="run WORKLOAD once on rep:2 under py-spy; flame graph in bench/results/")
+    ap.add_argument("--no-report", action="store_true", help="do not write docs/performance.md")
+    args = ap.parse_args()
+
+    if os.geteuid() != 0:
+        console.print("[red]run as root: the suite drops the kernel caches and mounts FUSE[/]")
+        return 2
+    cfg = Config(quick=args.quick, runtime=10 if args.quick else 20,
+                 seq_size=(256 * MiB) if args.quick else GiB,
+                 scan_files=args.scan_files or (20_000 if args.quick else 1_000_000))
+    names = [w.name for w in WORKLOADS] + [SCAN]
+    for n in (args.only or []) + ([args.profile] if args.profile else []):
+        if n not in names:
+            ap.error(f"unknown workload {n!r}; one of {', '.join(names)}")
+    ensure_fio()
+    BASE.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    # Ctrl-C and SIGTERM both unwind through the finally below, which unmounts everything.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    unmount_leftovers()
+
+    if args.profile:
+        if args.profile == SCAN:
+            ap.error("the scan cannot be profiled; pick another workload")
+        profile(cfg, next(w for w in WORKLOADS if w.name == args.profile), stamp)
+        return 0
+
+    workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    do_scan = not args.only or SCAN in args.only
+    targets = make_targets(args.targets)
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    results: dict = {}
+    cpu: dict = {}
+    scan_res = None
+    try:
+        for t in targets:
+            console.print(f"setting up {t.name} under {t.root}")
+            t.setup()
+        for r in range(args.rounds):
+            k = r % len(targets)
+            order = targets[k:] + targets[:k]
+            for w in workloads:
+                for t in order:
+                    console.print(f"round {r + 1}/{args.rounds} {w.name:14} {t.name}", end="")
+                    c0 = t.cpu()
+                    t0 = time.perf_counter()
+                    vals = w.fn(cfg, t)
+                    t.sample()
+                    used = t.cpu() - c0
+                    console.print(f"  ({time.perf_counter() - t0:.1f} s) " + ", ".join(
+                        f"{k} {fmt(v)}" for k, v in vals.items()))
+                    for metric, v in vals.items():
+                        results.setdefault(w.name, {}).setdefault(metric, {}).setdefault(
+                            t.name, []).append(v)
+                    if t.kind != "raw":
+                        cpu.setdefault(w.name, {}).setdefault(t.name, []).append(used)
+        if do_scan:
+            scan_res = run_scan(cfg, targets, args.rounds)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted: unmounting[/]")
+        raise
+    finally:
+        for t in targets:
+            t.unmount()
+        unmount_leftovers()
+
+    daemons = {t.name: {"peak_rss_mib": t.peak_rss_kib / 1024, "cpu_s": t.cpu_done}
+               for t in targets if t.kind != "raw"}
+    summary = summarize(results)
+    print_tables(summary, targets, cpu)
+    data = {
+        "started": started, "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "config": {"quick": cfg.quick, "rounds": args.rounds, "runtime": cfg.runtime,
+                   "seq_size": cfg.seq_size, "scan_files": cfg.scan_files,
+                   "scan_small": cfg.scan_small, "targets": [t.name for t in targets],
+                   "workloads": [w.name for w in workloads] + ([SCAN] if do_scan else [])},
+        "results": results, "summary": summary, "cpu": cpu, "scan": scan_res,
+        "daemons": daemons,
+    }
+    data["targets_check"] = check_targets(summary, scan_res, daemons)
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(data, indent=1))
+    t = Table(title="issue 5 targets")
+    for col in ("target", "on", "measured", "met"):
+        t.add_column(col)
+    for row in data["targets_check"]:
+        t.add_row(row["target"], row["on"], f"{fmt(row['measured'])} {row['unit']}",
+                  "yes" if row["met"] else "[red]no[/]")
+    console.print(t)
+    if data["daemons"]:
+        console.print(data["daemons"])
+    console.print(f"results: {out}")
+    if not args.no_report:
+        write_markdown(data, REPORT)
+        console.print(f"report: {REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
