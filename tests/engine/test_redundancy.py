@@ -383,4 +383,3 @@ def test_policy_change_applies_to_new_extents(run_engine):
         assert str(engine.pool.policy) == "ec:2+1"
 
     run_engine(after, pool_path=path)
-
