@@ -587,7 +587,8 @@ def machine_info() -> dict:
     df = subprocess.run(["df", "-hT", str(BASE)], capture_output=True, text=True).stdout
     return {"uname": " ".join(platform.uname()), "cpu": cpu, "cpus": os.cpu_count(),
             "mem_mib": mem, "python": sys.version.split()[0], "fio": fio_v,
-            "bench_fs": df.strip().splitlines()[-1] if df else ""}
+            "bench_fs": df.strip().splitlines()[-1] if df else "",
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_markdown(data: dict, path: Path) -> None:
@@ -606,7 +607,10 @@ def write_markdown(data: dict, path: Path) -> None:
           "## Machine", "",
           f"- `{m['uname']}`", f"- CPU: {m['cpu']} ({m['cpus']} CPUs)",
           f"- memory: {m['mem_mib']:,} MiB", f"- Python {m['python']}, {m['fio']}",
-          f"- benchmark filesystem: `{m['bench_fs']}`", "",
+          f"- benchmark filesystem: `{m['bench_fs']}`",
+          f"- load average at the start / end of the run (1, 5, 15 min): "
+          f"{data['loadavg_start']} / {m['loadavg']}; the machine has {m['cpus']} CPUs and "
+          "was shared with other work, so absolute figures are noisy", "",
           "## Targets", "",
           "- **raw**: a plain directory on the filesystem that holds the disks.",
           "- **passthrough**: `bench/passthrough.py`, a minimal pyfuse3 passthrough of a plain "
@@ -760,6 +764,7 @@ def main() -> int:
     do_scan = not args.only or SCAN in args.only
     targets = make_targets(args.targets)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
     results: dict = {}
     cpu: dict = {}
     scan_res = None
@@ -800,7 +805,8 @@ def main() -> int:
     summary = summarize(results)
     print_tables(summary, targets, cpu)
     data = {
-        "started": started, "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "started": started, "loadavg_start": loadavg_start,
+        "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine_info(),
         "config": {"quick": cfg.quick, "rounds": args.rounds, "runtime": cfg.runtime,
                    "seq_size": cfg.seq_size, "scan_files": cfg.scan_files,
