@@ -13,43 +13,10 @@ from pathlib import Path
 
 import ace
 import pytest
-from crashlib import Generator
-from powerlib import describe, make_pool, recover_and_check, run_child
+from powerlib import make_pool, recover_and_check, run_case, run_child, run_random
 
 RANDOM_SEEDS = [11, 12, 13, 14]
 ACE_SAMPLE = 24  # longer sequences per CI run, picked by a fixed seed
-
-
-def run_random(base: Path, seed: int) -> str:
-    """One random workload, power lost at a random moment; returns a summary line."""
-    rng = random.Random(seed)
-    pool = make_pool(base, policy=rng.choice(["rep:2", "rep:1"]))
-    gen = Generator(seed, sync_scale=rng.choice([0.05, 0.3, 1.0]))
-    ops = gen.setup() + [gen.next() for _ in range(400)]
-    work = base / "work"
-    run_child(pool, work, seed, ops, commit_interval=rng.choice([0.05, 0.5, 5.0]),
-              kill_after_s=rng.uniform(0.05, 2.0))
-    out = recover_and_check(pool, work, seed)
-    v = out.verdict
-    assert not v.violations, (
-        f"power loss, seed {seed} (image {out.image}: ops [0, {out.lo}) durable, "
-        f"{out.hi} started):\n" + "\n".join(v.violations[:20]))
-    return (f"seed {seed}: {out.hi} ops started, image {out.image} (lo {out.lo}), namespace "
-            f"prefix {v.prefix}, {v.files_checked} files ({v.exact_latest} newest, "
-            f"{v.older} older)")
-
-
-def run_case(base: Path, case: ace.Case) -> None:
-    built = ace.build(case)
-    assert built is not None
-    ops, crash_at = built
-    pool = make_pool(base)
-    work = base / "work"
-    run_child(pool, work, 1, ops, kill_after_op=crash_at)
-    out = recover_and_check(pool, work, 1)
-    assert not out.verdict.violations, (
-        f"{case.name}\nops: {describe(ops[8:])}\n(image {out.image}: ops [0, {out.lo}) "
-        f"durable, {out.hi} started)\n" + "\n".join(out.verdict.violations))
 
 
 @pytest.mark.parametrize("seed", RANDOM_SEEDS)
