@@ -76,10 +76,11 @@ class Target:
     cpu_done: float = 0.0
     proc: subprocess.Popen | None = None
     _pid: int | None = None
+    prefix: str = ""
 
     @property
     def root(self) -> Path:
-        return BASE / self.name.replace(":", "_").replace("+", "_")
+        return BASE / (self.prefix + self.name.replace(":", "_").replace("+", "_"))
 
     @property
     def dir(self) -> Path:
@@ -692,7 +693,7 @@ def ensure_pyspy() -> str:
 
 
 def profile(cfg: Config, wl: Workload, stamp: str) -> None:
-    t = Target("rep:2", "dynamicfs", "rep:2", 4)
+    t = Target("rep:2", "dynamicfs", "rep:2", 4, prefix="profile-")
     pyspy = ensure_pyspy()
     try:
         t.setup()
@@ -752,7 +753,6 @@ def main() -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
-    unmount_leftovers()
 
     if args.profile:
         if args.profile == SCAN:
@@ -760,6 +760,7 @@ def main() -> int:
         profile(cfg, next(w for w in WORKLOADS if w.name == args.profile), stamp)
         return 0
 
+    unmount_leftovers()
     workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
     do_scan = not args.only or SCAN in args.only
     targets = make_targets(args.targets)
