@@ -55,6 +55,7 @@ def _kill9(seed: int, state: dict, base: Path) -> str:
     finally:
         Daemon(pool, mnt, pool.parent / "x.log").detach()
     if result.verdict.violations:
+        state["kill9_n"] = (n // 10 + 1) * 10  # damage stays: go on with a fresh pool
         raise AssertionError(f"journal {pool.parent / f'work{seed}'}/journal.jsonl\n"
                              + "\n".join(result.verdict.violations[:30]))
     state.setdefault("kill9_stats", Counter()).update(
