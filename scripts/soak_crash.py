@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", "-v", action="store_true", help="a line per iteration")
     args = ap.parse_args(argv)
 
+    # SIGTERM unwinds like Ctrl-C, so a mount of ours is never left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = list(RUNNERS) if args.mode == "all" else [args.mode]
     base = Path(tempfile.mkdtemp(prefix="dynamicfs-soak-"))
     state: dict = {"max_ops": args.max_ops}
