@@ -130,8 +130,10 @@ class BlockMapModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES), offset=st.integers(0, MAX_END),
           length=st.integers(1, 3 * BS), seed=st.integers(0, 2**16),
           fill=st.none() | st.sampled_from([0, 1]))
-    def write(self, name: bytes, offset: int, length: int, seed: int, fill: int | None) -> None:
-        data = payload(seed, length, fill)
+    def write(self, name: bytes, offset: int, length: int, seed: int, fill: int | None,
+              data: bytes | None = None) -> None:
+        data = data if data is not None else payload(seed, length, fill)
+        length = len(data)
         assert self.call(self.engine.write, self.fhs[name], offset, data) == length
         m = self.model[name]
         if offset > len(m):
@@ -156,6 +158,26 @@ class BlockMapModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES))
     def fsync(self, name: bytes) -> None:
         self.call(self.engine.fsync, self.fhs[name], False)
+
+    @rule(src=st.sampled_from(NAMES), block=st.integers(0, MAX_END // BS),
+          to_block=st.integers(0, MAX_END // BS))
+    def copy_block(self, src: bytes, block: int, to_block: int) -> None:
+        """Copy a whole block to the other file: equal content, so the extent is shared."""
+        dst = NAMES[1 - NAMES.index(src)]
+        data = bytes(self.model[src][block * BS:(block + 1) * BS])
+        if not data:
+            return
+        self.write(dst, to_block * BS, len(data), 0, None, data=data)
+
+    @rule(name=st.sampled_from(NAMES))
+    def unlink_and_recreate(self, name: bytes) -> None:
+        ino = self.inos[name]
+        self.call(self.engine.unlink, ROOT, name)
+        self.call(self.engine.release, self.fhs.pop(name))
+        self.call(self.engine.forget, [(ino, 1)])
+        fh, attr = self.call(self.engine.create, ROOT, name, 0o644, os.O_RDWR, ROOT_CTX)
+        self.inos[name], self.fhs[name] = attr.ino, fh
+        self.model[name] = bytearray()
 
     @rule()
     def close_and_reopen(self) -> None:
