@@ -42,7 +42,7 @@ BS = 64 * 1024
 MOUNT_TIMEOUT = 30.0
 # Data whose op completed this long before the kill must have been committed: the commit
 # interval (5 s) plus generous slack for a loaded machine.
-STALE_AFTER = 20.0
+STALE_AFTER = 12.0
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 DEAD = {errno.ENOTCONN, errno.ECONNABORTED, errno.EIO, errno.ENOENT}
 
@@ -210,12 +210,14 @@ class IterationResult:
     fsck_after_kill: dict[str, int] = field(default_factory=dict)
     gc_removed: int = 0
     seconds: float = 0.0
+    stale_bound: int = 0  # ops [0, stale_bound) had to be committed by the timer
 
     def summary(self) -> str:
         v = self.verdict
         return (f"seed {self.seed}: killed after {self.kill_after:.2f} s, "
                 f"{self.ops_completed}/{self.ops_started} ops done, {v.files_checked} files "
                 f"({v.exact_latest} newest, {v.older} older, {v.torn} torn last write), "
+                f"ops before {self.stale_bound} bound by the commit interval, "
                 f"fsck after kill {self.fsck_after_kill or 'clean'}, gc removed "
                 f"{self.gc_removed}, {self.seconds:.1f} s")
 
@@ -294,4 +296,4 @@ def run_iteration(pool: Path, mnt: Path, work: Path, seed: int,
                               for prob in fsck.check_path(pool, verify_data=True))
     return IterationResult(seed, rep.started, rep.completed, kill_after, verdict, kinds,
                            report.orphan_fragments + report.temp_files,
-                           time.monotonic() - t0)
+                           time.monotonic() - t0, must)

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mountlib import Daemon, make_pool, run_iteration
+from mountlib import STALE_AFTER, Daemon, make_pool, run_iteration
 
-SEEDS = [101, 102, 103, 104, 105, 106]
+SEEDS = [101, 102, 103, 104, 105]
+LATE_SEED = 107
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
@@ -33,11 +34,17 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path,
         Daemon(path, mnt, base / "teardown.log").detach()
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_kill9_at_a_random_moment(pool: tuple[Path, Path, Path], seed: int) -> None:
+@pytest.mark.parametrize("seed,kill_range", [(s, (0.2, 7.0)) for s in SEEDS]
+                         + [(LATE_SEED, (STALE_AFTER + 1.5, STALE_AFTER + 3.0))])
+def test_kill9_at_a_random_moment(pool: tuple[Path, Path, Path], seed: int,
+                                  kill_range: tuple[float, float]) -> None:
+    """The last case runs long enough that data written in its first seconds and never
+    fsynced must have been committed by the timer (STALE_AFTER)."""
     path, mnt, base = pool
-    result = run_iteration(path, mnt, base / f"work{seed}", seed)
+    result = run_iteration(path, mnt, base / f"work{seed}", seed, kill_range)
     print(result.summary())
     assert not result.verdict.violations, (
         f"kill -9 iteration, seed {seed} (journal {base / f'work{seed}'}/journal.jsonl):\n"
-        + "\n".join(result.verdict.violations[:20]))
+        + "\n".join(result.verdict.violations[:20])
+        + ("\n(missing fragments of a rewritten block: see test_deletion_race.py)"
+           if any("is missing" in v for v in result.verdict.violations) else ""))
