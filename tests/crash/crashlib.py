@@ -211,8 +211,9 @@ class Generator:
                 return self.emit({"op": "rename", "src": src,
                                   "dst": self._new_name(dst_parent)})
             src = rng.choice(files)
-            if rng.random() < 0.4 and len(files) > 1:  # replace another file
-                dst = rng.choice([f for f in files if m.ns[f] != m.ns[src]])
+            others = [f for f in files if m.ns[f] != m.ns[src]]
+            if rng.random() < 0.4 and others:  # replace another file
+                dst = rng.choice(others)
             else:
                 dst = self._new_name(rng.choice(parents))
             return self.emit({"op": "rename", "src": src, "dst": dst})

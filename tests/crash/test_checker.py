@@ -97,3 +97,20 @@ def test_torn_last_write_only_when_allowed_and_only_the_last() -> None:
     torn = torn + bytes(len(after) - len(torn))
     assert check(ops, SEED, 7, 7, _seen(ops, 7, torn)).violations
     assert not check(ops, SEED, 7, 7, _seen(ops, 7, torn), allow_torn=True).violations
+
+
+def test_generated_workloads_are_valid_posix_and_match_the_model(tmp_path) -> None:
+    """Every op the generator emits succeeds on a local filesystem, and with no crash the
+    checker accepts only the newest state (lo = hi = all ops)."""
+    from mountlib import do_op, observe_tree
+
+    for seed in (1, 2, 3):
+        root = tmp_path / f"s{seed}"
+        root.mkdir()
+        g = Generator(seed)
+        ops = g.setup() + [g.next() for _ in range(800)]
+        for op in ops:
+            do_op(root, op, seed)
+        v = check(ops, seed, len(ops), len(ops), observe_tree(root))
+        assert not v.violations, v.violations
+        assert v.files_checked and v.exact_latest == v.files_checked
