@@ -271,3 +271,20 @@ def test_unmount_frees_unlinked_inodes(run_engine):
         await engine.release(fh)  # no forget: the kernel is not obliged to send it at unmount
 
     run_engine(body)  # fsck: "inode 2 has no links left but was not freed"
+
+
+def test_statfs_tracks_usage(run_engine):
+    cap = 32 * (BS + 128)
+
+    async def body(engine):
+        before = await engine.statfs()
+        assert before.namemax == 255 and before.bavail <= before.blocks
+        assert before.ffree == before.files - 1  # the root
+        await write_file(engine, b"f", os.urandom(4 * BS))
+        after = await engine.statfs()
+        assert after.ffree == before.ffree - 1
+        # rep:2: four blocks cost eight fragments, i.e. four blocks of usable space.
+        used = (before.bavail - after.bavail) * after.frsize
+        assert 4 * BS <= used <= 4 * (BS + 128) + after.frsize, used
+
+    run_engine(body, caps=[cap] * 4)
