@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import trio
 from conftest import BS, ROOT, fragment_files, read_file, write_file
 
@@ -202,9 +201,6 @@ def test_sequential_read_then_truncate_and_extend(run_engine):
     run_engine(body)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a file deleted while background seals of its "
-                   "blocks are in flight leaves their fragments on disk, named by no metadata "
-                   "and never queued for deletion (orphans after a clean unmount)")
 def test_deleting_a_file_while_its_blocks_seal_leaves_no_orphans(run_engine):
     async def body(engine):
         for _ in range(5):

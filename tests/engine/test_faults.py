@@ -8,7 +8,6 @@ import errno
 import os
 from collections import Counter
 
-import pytest
 from conftest import BS, ROOT, fragment_files, read_file, write_file
 
 from dynamicfs.disks.faults import Fault
@@ -70,9 +69,6 @@ def test_all_disks_failing_fails_the_write_cleanly(run_engine):
     assert not [p for p in fragment_files(path) if p.name.startswith(".tmp.")]
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: ExtentStore.write reports ENOSPC when it "
-                   "runs out of disks to try, even when every disk failed with EIO, so users "
-                   "are told the pool is full when a disk is broken")
 def test_all_disks_failing_reports_eio_not_enospc(run_engine):
     seen: list[int] = []
     run_engine(fail_all_writes(seen, os.urandom(BS)))

@@ -143,9 +143,28 @@ class LocalDisk:
     def write_fragment(self, header: FragmentHeader, payload: bytes | memoryview) -> int:
         """Write one fragment durably; returns its size on disk."""
         size = HEADER_SIZE + len(payload)
-        if self.capacity_cap is not None and self.used + size > self.capacity_cap:
-            raise OSError(errno.ENOSPC, f"disk {self.root} reached its capacity cap")
         path = self.fragment_path(header.extent_id, header.index)
+        replaced = path.exists()
+        # Reserve the space before writing: fragments of several extents are written at once,
+        # and each must see the others' bytes or together they overshoot a capacity cap.
+        with self._lock:
+            if (not replaced and self.capacity_cap is not None
+                    and self.used + size > self.capacity_cap):
+                raise OSError(errno.ENOSPC, f"disk {self.root} reached its capacity cap")
+            if not replaced:
+                self.used += size
+        try:
+            self._write_file(path, header, payload)
+        except BaseException:
+            if not replaced:
+                with self._lock:
+                    self.used -= size
+            raise
+        return size
+
+    def _write_file(
+        self, path: Path, header: FragmentHeader, payload: bytes | memoryview
+    ) -> None:
         self._ensure_dir(path.parent)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -164,17 +183,12 @@ class LocalDisk:
             _unlink_quiet(tmp)
             raise
         os.close(fd)
-        replaced = path.exists()
         try:
             os.rename(tmp, path)
             fsync_dir(path.parent)
         except BaseException:
             _unlink_quiet(tmp)
             raise
-        if not replaced:
-            with self._lock:
-                self.used += size
-        return size
 
     def read_fragment(self, extent_id: bytes, index: int) -> bytes:
         """The payload of a fragment, verified against the BLAKE3 in its header."""

@@ -148,6 +148,7 @@ class BlockCache:
         self._pending_by_digest: dict[bytes, PendingExtent] = {}
         self._sealing_digest: dict[bytes, trio.Event] = {}
         self._loading: dict[bytes, trio.Event] = {}
+        self.seals_running = 0
         self._prefetching: set[tuple[int, int]] = set()
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
@@ -411,6 +412,7 @@ class BlockCache:
         assert self.nursery is not None
         done = trio.Event()
         fs.sealing[idx] = done
+        self.seals_running += 1
         # The snapshot is taken now: the buffer may change or go before the task starts.
         self.nursery.start_soon(self._seal, fs, idx, bytes(fs.dirty[idx]), fs.dirty_gen[idx],
                                 done)
@@ -431,6 +433,7 @@ class BlockCache:
             self._accept_seal(fs, idx, gen, pe, data)
         finally:
             del fs.sealing[idx]
+            self.seals_running -= 1
             done.set()
             async with self._space_freed:
                 self._space_freed.notify_all()
@@ -485,7 +488,14 @@ class BlockCache:
             return pe
         busy = self._sealing_digest[digest] = trio.Event()
         try:
-            sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
+            try:
+                sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self.doomed:
+                    raise
+                # Freed extents still hold space until their deletion round: run it, retry.
+                await self.request_deletion_flush().wait()
+                sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
         except OSError as exc:
             raise FsError(exc.errno or errno.EIO, f"{what}: {exc}") from None
         finally:
@@ -494,6 +504,13 @@ class BlockCache:
         pe = PendingExtent(digest, len(data), sealed, None, users=1)
         self._pending_by_digest[digest] = pe
         return pe
+
+    async def wait_idle(self) -> None:
+        """Wait until no background seal runs (also those of files deleted meanwhile, whose
+        results become orphans to delete)."""
+        while self.seals_running:
+            async with self._space_freed:
+                await self._space_freed.wait()
 
     def in_use(self, digest: bytes) -> bool:
         """Whether fragments of `digest` are being written, awaited by a commit or deleted."""

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_SIZE = 256 << 20
 COMMIT_INTERVAL = 5.0
 METADATA_COPY_INTERVAL = 300.0
+# Below this much usable space (plus twice the dirty data) close() waits for its file's seals.
+_NEAR_FULL = 256 << 20
 # Unlinked-but-open inodes and the like stay far below this; it is what statfs reports.
 MAX_INODES = 1 << 32
 
@@ -140,6 +142,7 @@ class Engine:
                     self.opens.clear()
                     self.handles.clear()
                     await self.data.flush_all()
+                    await self.data.wait_idle()
                     self._recover()
                     await self.commit_all()
                     await trio.to_thread.run_sync(self.db.checkpoint_truncate)
@@ -271,8 +274,14 @@ class Engine:
             raise FsError(errno.EBADF) from None
 
     def _maybe_delete(self, ino: int) -> None:
-        """Free an inode once it has no name, no open handle and no kernel reference."""
-        if ino == ROOT_INODE or self.lookups.get(ino) or self.opens.get(ino):
+        """Free an inode's data once it has no name and no open handle, and the inode itself
+        once the kernel holds no reference either.
+
+        The kernel's FORGET comes whenever it evicts the inode, often a moment after the
+        unlink; without an open handle nobody can read the data any more, so its space is
+        given back at once (a user who deletes files to make room can write right away).
+        """
+        if ino == ROOT_INODE or self.opens.get(ino):
             return
         row = mino.get_inode(self.db, ino)
         if row is None or row.nlink > 0:
@@ -280,9 +289,13 @@ class Engine:
         self.data.forget_file(ino)
         with self.db.transaction():
             self.data.drop_all_blocks(ino)
-            mino.delete_inode(self.db, ino)
-        self.ns.has_capability.discard(ino)
-        self.stats.incr("inodes_freed")
+            if self.lookups.get(ino):
+                mino.update_inode(self.db, ino, size=0, alloc=0)
+            else:
+                mino.delete_inode(self.db, ino)
+        if not self.lookups.get(ino):
+            self.ns.has_capability.discard(ino)
+            self.stats.incr("inodes_freed")
 
     def _writable(self) -> None:
         if self.readonly:
@@ -463,7 +476,7 @@ class Engine:
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         self._writable()
         ino = self._ino(fh)
-        self._check_space(len(data))
+        await self._ensure_space(len(data))
         return await self.data.write(ino, offset, data, stamp=not self.kernel_times)
 
     async def flush(self, fh: int) -> None:
@@ -474,6 +487,11 @@ class Engine:
             # commits it. Waiting here would make every close as slow as an fsync.
             for idx in list(fs.dirty):
                 self.data.start_seal(fs, idx)
+            if self._usable_free() < 2 * self.data.dirty_bytes + _NEAR_FULL:
+                # Near full, a block may not find room: wait, so that close() can report
+                # ENOSPC instead of the data being dropped after the file was closed.
+                for done in list(fs.sealing.values()):
+                    await done.wait()
             if fs.error is not None:
                 err, fs.error = fs.error, None
                 raise FsError(err)
@@ -492,6 +510,19 @@ class Engine:
         if self.opens[ino] <= 0:
             del self.opens[ino]
             self._maybe_delete(ino)
+
+    async def _ensure_space(self, nbytes: int) -> None:
+        """ENOSPC up front, unless deleting what was freed but not yet removed makes room."""
+        try:
+            self._check_space(nbytes)
+        except FsError:
+            if not self.data.doomed:
+                raise
+            # Space of deleted files comes back only once their fragments are gone; a user
+            # who just removed files to make room should not have to wait for the timer.
+            await self._deletion_round()
+            self._space_cache = (0.0, 0)
+            self._check_space(nbytes)
 
     def _check_space(self, nbytes: int, sparse: bool = False) -> None:
         """Refuse a write up front when the pool cannot hold it (ENOSPC at write time)."""
@@ -539,7 +570,19 @@ class Engine:
         return report
 
     def list_disks(self) -> list[dict]:
-        return self.pool.disk_report()
+        """The disks as the metadata records them, with what the engine knows newer: bytes
+        used including fragments written but not yet committed (free space already counts
+        them), and error counters not yet written to the metadata."""
+        self._flush_disk_errors()
+        report = self.pool.disk_report()
+        live = self.store.disks()
+        usage = self.store.usage()
+        for d in report:
+            disk = live.get(d["id"])
+            if disk is not None and d["id"] in usage:
+                d["used"] = disk.used
+                d["capacity"], d["free"] = usage[d["id"]]
+        return report
 
     async def add_disk(
         self, path: Path, tier: str | None = None, capacity: int | None = None,

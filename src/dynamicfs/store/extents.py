@@ -110,12 +110,19 @@ class ExtentStore:
                         digest.hex(), want, len(payloads), len(free))
         placed: dict[int, tuple[int, int]] = {}  # index -> (disk, size)
         tried: set[int] = set()
+        broken: set[int] = set()  # disks whose write failed with an I/O-type error
+        full: set[int] = set()
         pending = list(range(want))
         while pending:
             used = {d for d, _ in placed.values()}
             targets = choose_disks(free, len(pending), need, exclude=used | tried)
             if len(targets) < len(pending):
                 self._discard(digest, placed)
+                if broken and not full:
+                    # Disks failed rather than filled up: that is an I/O error, not "full".
+                    self.stats.incr("write_eio")
+                    raise OSError(errno.EIO, f"writing fragments of {policy} failed on disks "
+                                  f"{sorted(broken)}; not enough working disks left")
                 self.stats.incr("write_enospc")
                 raise OSError(errno.ENOSPC, f"no set of {want} disks can hold "
                               f"a {need}-byte fragment under {policy}")
@@ -138,9 +145,11 @@ class ExtentStore:
                     tried.add(disk_id)
                     pending.append(index)
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        full.add(disk_id)
                         free[disk_id] = 0
                         self.stats.incr("fragment_write_enospc")
                     elif exc.errno in _RETRY_ELSEWHERE:
+                        broken.add(disk_id)
                         self.stats.incr("fragment_write_errors")
                         self.on_disk_error(disk_id, "write_errors")
                         log.warning("write of fragment %s.%d to disk %d failed: %s",
