@@ -108,10 +108,6 @@ def test_fragment_read_refuses_wrong_name_pool_and_length(disk, tmp_path):
         disk.read_fragment(header.extent_id, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: LocalDisk.write_fragment checks the capacity "
-                   "cap (used + size > cap) and adds to `used` only after the write and fsync, "
-                   "without holding the lock in between, so concurrent writers overshoot the cap "
-                   "(seen in the engine: 6 fragments on a disk capped at 4)")
 def test_capacity_cap_holds_under_concurrent_writers(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
