@@ -172,9 +172,6 @@ class BlockMapModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES))
     def unlink_and_recreate(self, name: bytes) -> None:
         ino = self.inos[name]
-        # Settle running seals first: deleting a file mid-seal leaves orphans (a known engine
-        # bug, pinned by test_deleting_a_file_while_its_blocks_seal_leaves_no_orphans).
-        self.call(self.engine.fsync, self.fhs[name], False)
         self.call(self.engine.unlink, ROOT, name)
         self.call(self.engine.release, self.fhs.pop(name))
         self.call(self.engine.forget, [(ino, 1)])
