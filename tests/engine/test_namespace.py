@@ -543,8 +543,6 @@ def test_chmod_keeps_file_type(run_engine):
     run_engine(body)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Namespace.link does not refuse a removed "
-                   "(nlink 0) target directory, leaving an entry under a freed inode")
 def test_link_into_removed_directory(run_engine):
     async def body(engine):
         f = await mkfile(engine, ROOT, b"f")
@@ -556,8 +554,6 @@ def test_link_into_removed_directory(run_engine):
     run_engine(body)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Namespace.rename does not refuse a removed "
-                   "(nlink 0) target directory; the moved entry vanishes with it")
 def test_rename_into_removed_directory(run_engine):
     async def body(engine):
         await mkfile(engine, ROOT, b"f")
@@ -569,9 +565,6 @@ def test_rename_into_removed_directory(run_engine):
     run_engine(body)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: readdir of a removed directory that is "
-                   "still open raises ENOENT (its '..' has no parent); ext4 and tmpfs list it "
-                   "as empty, so 'ls' in a deleted working directory fails")
 def test_readdir_of_a_removed_directory_is_empty(run_engine):
     async def body(engine):
         d = await engine.mkdir(ROOT, b"d", 0o755, ROOT_CTX)  # a process has it open (cwd)

@@ -135,6 +135,8 @@ class Namespace:
             self._listings.pop(d, None)
 
     def _read_dir(self, ino: int, offset: int, limit: int) -> list[tuple[bytes, Attr, int]]:
+        if self._dir_row(ino).nlink == 0:
+            return []  # removed while open: empty, as ext4 and tmpfs list it
         out: list[tuple[bytes, Attr, int]] = []
         if offset < 1:
             out.append((b".", self.attr(self._dir_row(ino)), 1))
@@ -190,9 +192,8 @@ class Namespace:
             row = self.row(ino)
             if stat.S_ISDIR(row.mode):
                 raise FsError(errno.EPERM)
-            if row.nlink == 0:
+            if row.nlink == 0 or self._dir_row(new_parent).nlink == 0:
                 raise FsError(errno.ENOENT)
-            self._dir_row(new_parent)
             if mino.lookup(self.db, new_parent, new_name) is not None:
                 raise FsError(errno.EEXIST)
             mino.add_dentry(self.db, new_parent, new_name, ino)
@@ -273,7 +274,8 @@ class Namespace:
         now = time.time_ns()
         with self.db.transaction():
             src = self._entry(old_parent, old_name)
-            self._dir_row(new_parent)
+            if self._dir_row(new_parent).nlink == 0:
+                raise FsError(errno.ENOENT)  # a removed directory takes no new entries
             dst = mino.lookup(self.db, new_parent, new_name)
             src_row = self.row(src)
             src_dir = stat.S_ISDIR(src_row.mode)
