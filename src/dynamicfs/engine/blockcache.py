@@ -153,6 +153,8 @@ class BlockCache:
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
         self.doomed: dict[bytes, list[tuple[int, int]]] = {}
+        # The doomed of the deletion round under way (their files are being removed).
+        self.deleting: dict[bytes, list[tuple[int, int]]] = {}
         self.seal_limiter = trio.CapacityLimiter(4)
         self.nursery: trio.Nursery | None = None
         self.request_deletion_flush: Callable[[], trio.Event] = lambda: _set_event()
@@ -476,7 +478,7 @@ class BlockCache:
             if busy is not None:
                 await busy.wait()
                 continue
-            if digest in self.doomed:
+            if digest in self.doomed or digest in self.deleting:
                 await self.request_deletion_flush().wait()
                 continue
             break
@@ -515,7 +517,7 @@ class BlockCache:
     def in_use(self, digest: bytes) -> bool:
         """Whether fragments of `digest` are being written, awaited by a commit or deleted."""
         return (digest in self._pending_by_digest or digest in self._sealing_digest
-                or digest in self.doomed)
+                or digest in self.doomed or digest in self.deleting)
 
     def _release(self, pe: PendingExtent | None) -> None:
         """Drop one user of a pending extent; forget it (and its fragments) when unused."""

@@ -210,8 +210,14 @@ class Engine:
             doomed, self.data.doomed = self.data.doomed, {}
             if not doomed:
                 return
-            await self.sync_metadata()
-            await trio.to_thread.run_sync(self._delete_fragments, doomed)
+            # Until the files are gone a new seal of the same content must not write them
+            # again (same content-addressed names): they stay visible as being deleted.
+            self.data.deleting = doomed
+            try:
+                await self.sync_metadata()
+                await trio.to_thread.run_sync(self._delete_fragments, doomed)
+            finally:
+                self.data.deleting = {}
 
     def _delete_fragments(self, doomed: dict[bytes, list[tuple[int, int]]]) -> None:
         for digest, frags in doomed.items():
