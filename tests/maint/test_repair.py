@@ -210,16 +210,18 @@ def test_repair_of_an_ec_pool(run_engine):
 
 
 def test_fragments_of_a_vanished_disk_are_rebuilt_elsewhere(populated, run_engine):
-    label = populated.parent / "disk0" / "dynamicfs-disk.json"
-    saved = label.read_bytes()
-    on_disk0 = db_rows(populated, "SELECT COUNT(*) FROM fragments WHERE disk = 1")[0][0]
+    # Placement is random: take the disk that holds the most fragments (disk id N is diskN-1).
+    disk, on_disk0 = db_rows(populated, "SELECT disk, COUNT(*) FROM fragments GROUP BY disk"
+                             " ORDER BY COUNT(*) DESC LIMIT 1")[0]
     assert on_disk0 > 0
+    label = populated.parent / f"disk{disk - 1}" / "dynamicfs-disk.json"
+    saved = label.read_bytes()
     label.unlink()
     done = run_repair(populated)
     assert sum("rebuilt fragment" in r.action for r in done) == on_disk0
     # The disk itself stays reported (removing a disk is a decision, not a repair) ...
     assert {p.check for p in fsck_problems(populated)} == {"disk_labels"}
-    assert db_rows(populated, "SELECT COUNT(*) FROM fragments WHERE disk = 1") == [(0,)]
+    assert db_rows(populated, "SELECT COUNT(*) FROM fragments WHERE disk = ?", (disk,)) == [(0,)]
     # ... and when it comes back, what it held is a set of orphans for GC.
     label.write_bytes(saved)
     assert {p.check for p in fsck_problems(populated)} == {"orphan_files"}
