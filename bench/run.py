@@ -775,6 +775,7 @@ def main() -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
 
     if args.profile:
         if args.profile == SCAN:
