@@ -2,7 +2,8 @@
 
 It mirrors a directory (SOURCE) at MOUNTPOINT and does nothing else: no hashing, no coding, no
 metadata database. It uses the kernel cache settings DynamicFS uses (entry/attr timeouts of 60 s,
-the writeback cache, keep_cache on open and create) and forwards fsync/fdatasync, so the ratio
+cached negative lookups, the writeback cache, keep_cache on open and create) and forwards
+fsync/fdatasync, so the ratio
 DynamicFS / passthrough isolates DynamicFS's own work. It is inode-based: the FUSE inode is the
 source file's st_ino (the root is pyfuse3.ROOT_INODE), mapped to the path it was looked up at.
 Syscalls run on the trio thread, like pyfuse3's own example: this is the floor cost of FUSE in
@@ -94,7 +95,16 @@ class Passthrough(pyfuse3.Operations):
 
     async def lookup(self, parent_inode, name, ctx=None):
         path = os.path.join(self._path(parent_inode), os.fsdecode(name))
-        st = self._stat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            # Like DynamicFS: st_ino 0 lets the kernel cache the miss for the entry timeout.
+            miss = pyfuse3.EntryAttributes()
+            miss.st_ino = 0
+            miss.entry_timeout = TIMEOUT
+            return miss
+        except OSError as exc:
+            raise _err(exc) from None
         ino = self._remember(path, st)
         self.lookups[ino] += 1
         return self._entry(st, ino)
