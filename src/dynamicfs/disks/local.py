@@ -229,6 +229,14 @@ class LocalDisk:
         with self._lock:
             self.used = max(0, self.used - size)
 
+    def remove_orphan(self, path: Path) -> None:
+        """Remove a file of fragments/ that no metadata names (GC); space accounting is
+        untouched, since `used` only counts fragments the metadata records or that this
+        process wrote and has not yet deleted."""
+        if self.frag_root not in path.parents:
+            raise ValueError(f"{path} is not under {self.frag_root}")
+        path.unlink()
+
     def iter_fragment_files(self) -> Iterator[Path]:
         """Every fragment file and temporary file under fragments/ (for GC and fsck)."""
         if not self.frag_root.is_dir():

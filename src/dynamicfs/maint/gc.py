@@ -108,8 +108,9 @@ def scan(disks: dict[int, LocalDisk], stats: GcReport) -> Iterator[Candidate]:
 
 
 def judge(
-    batch: list[Candidate], report: GcReport, *, recorded: Callable[[bytes, int, int], bool],
-    in_use: Callable[[bytes], bool], started: float, writer_pid: int | None,
+    batch: list[Candidate], report: GcReport, *, disks: dict[int, LocalDisk],
+    recorded: Callable[[bytes, int, int], bool], in_use: Callable[[bytes], bool],
+    started: float, writer_pid: int | None,
 ) -> None:
     """Delete the orphans among `batch`. Must run without yielding to the engine."""
     for c in batch:
@@ -120,7 +121,7 @@ def judge(
             continue
         if not report.dry_run:
             try:
-                os.unlink(c.path)
+                disks[c.disk].remove_orphan(c.path)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -148,11 +149,11 @@ def collect_offline(
     for cand in scan(disks, report):
         batch.append(cand)
         if len(batch) >= 1000:
-            judge(batch, report, recorded=recorded, in_use=lambda d: False, started=started,
-                  writer_pid=None)
+            judge(batch, report, disks=disks, recorded=recorded, in_use=lambda d: False,
+                  started=started, writer_pid=None)
             batch = []
-    judge(batch, report, recorded=recorded, in_use=lambda d: False, started=started,
-          writer_pid=None)
+    judge(batch, report, disks=disks, recorded=recorded, in_use=lambda d: False,
+          started=started, writer_pid=None)
     report.seconds = time.time() - started
     return report
 
@@ -162,7 +163,8 @@ async def collect_online(engine: Engine, dry_run: bool = False) -> GcReport:
     async with engine.gc_lock:
         report = GcReport(dry_run=dry_run)
         started = time.time()
-        candidates = scan(engine.store.disks(), report)
+        disks = engine.store.disks()
+        candidates = scan(disks, report)
         while True:
             batch = await trio.to_thread.run_sync(
                 lambda: list(itertools.islice(candidates, 500)))
@@ -170,8 +172,8 @@ async def collect_online(engine: Engine, dry_run: bool = False) -> GcReport:
                 break
             # No await between the verdict and the unlink: no seal or commit can slip
             # between "not referenced" and the deletion.
-            judge(batch, report, recorded=engine.fragment_recorded, in_use=engine.in_use,
-                  started=started, writer_pid=os.getpid())
+            judge(batch, report, disks=disks, recorded=engine.fragment_recorded,
+                  in_use=engine.in_use, started=started, writer_pid=os.getpid())
         report.seconds = time.time() - started
         if not dry_run and report.per_disk:
             engine.refresh_disk_usage()
