@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from ..codec import DecodeError, blake3_digest, get_codec, policy_for_codec
-from ..disks import HEADER_SIZE, FragmentError, FragmentHeader, LocalDisk
+from ..codec import DecodeError, get_codec, policy_for_codec
+from ..disks import HEADER_SIZE, FragmentError, LocalDisk
 from ..engine.pool import Pool
 from ..errors import DynamicFSError
 from ..meta import ROOT_INODE
@@ -353,11 +353,7 @@ class Repairer:
                               ext.id)
                     continue
                 target = picks[0]
-            header = FragmentHeader(
-                pool_uuid=self.pool.uuid.bytes, extent_id=ext.hash, index=idx,
-                codec_id=ext.codec_id, k=ext.k, m=ext.m, extent_length=ext.length,
-                payload_length=len(payloads[idx]),
-                payload_hash=ext.hash if policy.kind == "rep" else blake3_digest(payloads[idx]))
+            header = store.header(ext.hash, ext.length, policy, idx, payloads[idx])
             try:
                 size = store.disks()[target].write_fragment(header, payloads[idx])
             except OSError as exc:

@@ -84,6 +84,18 @@ class ExtentStore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    def header(
+        self, digest: bytes, length: int, policy: Policy, index: int, payload: bytes
+    ) -> FragmentHeader:
+        """The self-describing header of fragment `index` of an extent (see docs/format.md)."""
+        return FragmentHeader(
+            pool_uuid=self.pool_uuid, extent_id=digest, index=index,
+            codec_id=policy.codec_id, k=policy.k, m=policy.m, extent_length=length,
+            payload_length=len(payload),
+            # A replica is the extent itself: its hash is the extent id, no need to hash again.
+            payload_hash=digest if policy.kind == "rep" else blake3_digest(payload),
+        )
+
     def write(self, data: bytes, policy: Policy, digest: bytes | None = None) -> SealedExtent:
         """Encode `data` under `policy` and write every fragment durably on distinct disks.
 
@@ -95,8 +107,7 @@ class ExtentStore:
         digest = digest or blake3_digest(data)
         codec = get_codec(policy)
         payloads = codec.encode(data)
-        hashes = ([digest] * len(payloads) if policy.kind == "rep"
-                  else [blake3_digest(p) for p in payloads])
+        headers = [self.header(digest, len(data), policy, i, p) for i, p in enumerate(payloads)]
         need = HEADER_SIZE + (len(payloads[0]) if payloads else 0)
         free = self.free_space()
         want = min(len(payloads), len(free))
@@ -128,15 +139,9 @@ class ExtentStore:
                               f"a {need}-byte fragment under {policy}")
             futures: dict[int, tuple[int, Future[int]]] = {}
             for index, disk_id in zip(pending, targets, strict=True):
-                header = FragmentHeader(
-                    pool_uuid=self.pool_uuid, extent_id=digest, index=index,
-                    codec_id=codec.codec_id, k=policy.k, m=policy.m,
-                    extent_length=len(data), payload_length=len(payloads[index]),
-                    payload_hash=hashes[index],
-                )
                 disk = self._disks[disk_id]
                 futures[index] = (disk_id, self.executor.submit(
-                    disk.write_fragment, header, payloads[index]))
+                    disk.write_fragment, headers[index], payloads[index]))
             pending = []
             for index, (disk_id, fut) in futures.items():
                 try:
@@ -265,11 +270,7 @@ class ExtentStore:
             disk = self._disks.get(where.get(index, -1))
             if disk is None or index >= len(payloads):
                 continue
-            header = FragmentHeader(
-                pool_uuid=self.pool_uuid, extent_id=digest, index=index,
-                codec_id=codec.codec_id, k=policy.k, m=policy.m, extent_length=len(data),
-                payload_length=len(payloads[index]), payload_hash=blake3_digest(payloads[index]),
-            )
+            header = self.header(digest, len(data), policy, index, payloads[index])
             try:
                 disk.write_fragment(header, payloads[index])
                 self.stats.incr("fragments_repaired")
