@@ -537,11 +537,11 @@ class BlockCache:
             row = mext.get_extent(self.db, pe.extent_id)
             if row is not None and row.refcount == 0:
                 with self.db.transaction():
-                    self._free_extent(pe.extent_id)
+                    self.free_extent(pe.extent_id)
 
     # -- committing --------------------------------------------------------------------------
 
-    def _free_extent(self, extent_id: int) -> None:
+    def free_extent(self, extent_id: int) -> None:
         """Within a transaction: forget an extent with no references unless it is pinned."""
         row = mext.get_extent(self.db, extent_id)
         if row is None or row.refcount > 0:
@@ -559,7 +559,7 @@ class BlockCache:
         if row is None:
             return 0
         if mext.decref(self.db, extent_id):
-            self._free_extent(extent_id)
+            self.free_extent(extent_id)
         return row.length
 
     async def commit_file(self, fs: FileState) -> None:

@@ -109,10 +109,8 @@ class Engine:
     # -- start and stop ----------------------------------------------------------------------
 
     def _attach_disks(self) -> None:
-        used = {d: b for d, (_, b) in self.pool_fragment_counts().items()}
         for row in self.pool.disk_rows():
             disk = self.pool.open_disk(row)
-            disk.used = used.get(row.id, 0)
             try:
                 disk.check_label()
                 ok = row.state not in ("failed", "draining")
@@ -120,9 +118,7 @@ class Engine:
                 log.error("disk %d (%s) is unavailable: %s", row.id, row.path, exc)
                 ok = False
             self.store.attach(row.id, disk, writable=ok)
-
-    def pool_fragment_counts(self) -> dict[int, tuple[int, int]]:
-        return self.pool.fragment_counts()
+        self.refresh_disk_usage()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Engine]:
@@ -159,7 +155,7 @@ class Engine:
                     self.data.drop_all_blocks(ino)
                     mino.delete_inode(self.db, ino)
             for eid in mmaint.unreferenced_extents(self.db):
-                self.data._free_extent(eid)
+                self.data.free_extent(eid)
         if self.data.doomed:
             log.info("recovery: %d unreferenced extents queued for deletion",
                      len(self.data.doomed))
