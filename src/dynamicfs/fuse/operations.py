@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import logging
 import queue
 import threading
@@ -204,11 +203,6 @@ class Operations(pyfuse3.Operations):
     def invalidate_entry(self, parent: int, name: bytes) -> None:
         self.notifier.invalidate_entry(parent, name)
 
-    async def _remember(self, ino: int) -> None:
-        result = self.engine.remember(ino)
-        if inspect.isawaitable(result):
-            await result
-
     # -- lookups and attributes -------------------------------------------------------------------
 
     @_boundary
@@ -367,7 +361,7 @@ class Operations(pyfuse3.Operations):
                 # the kernel neither caches nor counts those, so it never forgets them either
                 # (pyfuse3's Operations.readdir contract; libfuse passthrough_hp, PR #987).
                 if entry.name not in _DOTS:
-                    await self._remember(entry.attr.ino)
+                    self.engine.remember(entry.attr.ino)
                 sent = True
                 offset = entry.next_offset
 
