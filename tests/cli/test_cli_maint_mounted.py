@@ -75,14 +75,15 @@ def test_write_error_on_one_disk_lands_elsewhere(mounted: Mount) -> None:
     faults = cli_json("list-faults", mounted.pool)["faults"]
     assert [(f["disk"], f["op"]) for f in faults] == [(1, "write")]
 
-    data = os.urandom(3 * (1 << 20) + 12345)
+    # Enough extents that random placement tries disk 1 (a 1-in-2**16 chance it never does).
+    data = os.urandom(15 * (1 << 20) + 12345)
     with open(mounted.mnt / "f", "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     after = disk_fragments(mounted.pool)
     assert after[1] == before[1], "nothing may land on the failing disk"
-    assert sum(after.values()) - sum(before.values()) == 2 * 4  # 4 extents, 2 replicas each
+    assert sum(after.values()) - sum(before.values()) == 2 * 16  # 16 extents, 2 replicas
 
     def counted() -> bool:
         disks = cli_json("list-disks", mounted.pool)["disks"]
