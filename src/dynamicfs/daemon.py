@@ -44,6 +44,7 @@ from .control.mounts import (
 from .control.protocol import ControlError, NotMounted
 from .engine.pool import CONFIG_NAME, Pool
 from .errors import DynamicFSError, PoolBusy
+from .memory import limit_malloc_arenas
 from .obs.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,8 @@ def run(pool_path: Path, mnt: Path, options: set[str], reporter: Reporter) -> in
     """Open and lock the pool, serve until unmounted; the process's exit status."""
     import trio
 
+    # Before any worker thread exists: threads pick their malloc arena when first allocating.
+    limit_malloc_arenas()
     try:
         pool = Pool.open(pool_path)
     except DynamicFSError as exc:

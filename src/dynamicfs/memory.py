@@ -1,0 +1,37 @@
+"""glibc malloc settings for the mount daemon.
+
+The daemon moves 1 MiB block buffers between the trio thread and up to ~20 worker threads. With
+glibc's default of up to 8 arenas per CPU, each worker allocates from an arena of its own, and a
+buffer freed on the trio thread goes back to the arena it came from: every arena keeps its own
+high-water mark of freed but unreturned memory, so RSS grows far beyond what is live (measured
+on a 1 GiB write, read and random write with ~290 MiB live: 596 MiB peak RSS with the default
+arenas, 349 MiB with one). One arena lets every thread reuse what any other freed. A fixed mmap
+threshold (every block its own mapping) bounded RSS too, but cost up to half the throughput here:
+each fresh 1 MiB mapping takes 256 page faults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8  # from glibc's <malloc.h>
+
+
+def limit_malloc_arenas(arenas: int = 1) -> bool:
+    """Cap glibc's malloc arenas (call before threads start); False where it does not apply."""
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False  # the user chose; do not override
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt): nothing to tune
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    if mallopt(M_ARENA_MAX, arenas) != 1:
+        log.warning("mallopt(M_ARENA_MAX, %d) failed; memory use may be higher", arenas)
+        return False
+    return True

@@ -1,0 +1,51 @@
+"""The mount daemon caps glibc's malloc arenas before its worker threads start."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from dynamicfs import daemon, memory
+from dynamicfs.errors import DynamicFSError
+
+
+def _has_mallopt() -> bool:
+    try:
+        ctypes.CDLL(None).mallopt  # noqa: B018 - probing for the symbol
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_mallopt(), reason="not glibc")
+def test_limit_applies_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    # The process keeps the cap; 1 is the daemon's own setting, so this changes nothing else.
+    assert memory.limit_malloc_arenas(1) is True
+
+
+def test_user_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_malloc_arenas(1) is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
+    assert memory.limit_malloc_arenas(1) is False
+
+
+def test_daemon_limits_arenas_before_opening_the_pool(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(daemon, "limit_malloc_arenas", lambda: calls.append("mallopt") or True)
+
+    def refuse(path: Path) -> None:
+        calls.append("open")
+        raise DynamicFSError("no pool here")
+
+    monkeypatch.setattr(daemon.Pool, "open", staticmethod(refuse))
+    reporter = daemon.Reporter()
+    assert daemon.run(tmp_path, tmp_path / "mnt", set(), reporter) != 0
+    assert calls == ["mallopt", "open"]
+    assert reporter.error is not None
