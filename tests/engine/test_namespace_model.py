@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from dynamicfs.engine.types import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CTX
 from dynamicfs.errors import FsError
+from dynamicfs.meta import inodes as mino
 
 NAMES = st.sampled_from([b"a", b"b", b"c"])
 # Shallow paths: deep ones mostly fail with ENOENT and test nothing.
@@ -44,6 +45,12 @@ SETUP = [("mkdir", (), b"a"), ("mkdir", (), b"b"), ("create", (), b"c"),
          ("link", (b"c",), (b"b",), b"a")]
 
 Model = dict  # name -> Model (a directory) or int (a file id; hard links share it)
+
+
+def assert_cache_true(engine) -> None:
+    for (ino,) in engine.db.query("SELECT id FROM inodes"):
+        row = engine.db.get_row(f"SELECT {mino._COLS} FROM inodes WHERE id=?", (ino,))
+        assert mino.get_inode(engine.db, ino) == mino.InodeRow(*row), ino
 
 
 def model_at(model: Model, path: tuple[bytes, ...]) -> Model | int:
@@ -178,6 +185,9 @@ def test_random_namespace_operations_match_the_model(ops):
             assert len(model) == 3 and len(model[b"a"]) == 2 and len(model[b"b"]) == 2
             for op in ops:
                 await apply(engine, model, op, ids)
+                # Attributes come from a row cache: it must agree with SQLite after every
+                # operation, the failed ones included.
+                assert_cache_true(engine)
             tree, nlinks = await engine_tree(engine)
             mapping: dict[int, int] = {}
             assert same_shape(model, tree, mapping), (model, tree)

@@ -4,6 +4,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dynamicfs.meta import Database, MetadataError
 from dynamicfs.meta import extents as mext
@@ -55,3 +57,112 @@ def test_placement_distinct_and_weighted():
         seen.update(got)
     assert seen[2] > seen[4] > seen[1]
     assert choose_disks(free, 4, 10, rng=rng).__len__() == 3
+
+
+# -- the inode row cache ----------------------------------------------------------------------
+
+def _fresh(db: Database, ino: int) -> mino.InodeRow | None:
+    """The row as SQLite has it, past the cache."""
+    row = db.get_row(f"SELECT {mino._COLS} FROM inodes WHERE id=?", (ino,))
+    return None if row is None else mino.InodeRow(*row)
+
+
+def _cache_db(tmp_path) -> tuple[Database, list[int]]:
+    db = Database(tmp_path / "m.db", create=True)
+    with mino.transaction(db):
+        inos = [mino.create_inode(db, 0o100644, 0, 0, 1, 1) for _ in range(3)]
+    return db, inos
+
+
+def test_inode_cache_drops_changes_of_a_rolled_back_transaction(tmp_path):
+    db, (a, b, _) = _cache_db(tmp_path)
+    before = mino.get_inode(db, a)
+    with pytest.raises(RuntimeError), mino.transaction(db):
+        mino.update_inode(db, a, nlink=7, size=5)
+        mino.add_nlink(db, b, 3)
+        mino.delete_inode(db, b)
+        assert mino.get_inode(db, a).nlink == 7  # the transaction sees its own change
+        assert mino.get_inode(db, b) is None
+        raise RuntimeError
+    assert mino.get_inode(db, a) == before == _fresh(db, a)
+    assert mino.get_inode(db, b) == _fresh(db, b) is not None
+
+
+def test_inode_cache_keeps_nothing_read_inside_a_foreign_transaction(tmp_path):
+    db, (a, _, _) = _cache_db(tmp_path)
+    mino.forget_cached(db)
+    # Database.transaction() directly: the cache cannot see its outcome, so what is read or
+    # written inside must not outlive it.
+    with pytest.raises(RuntimeError), db.transaction():
+        mino.update_inode(db, a, nlink=9)
+        assert mino.get_inode(db, a).nlink == 9
+        with mino.transaction(db):  # nested in the foreign one: not tracked either
+            mino.update_inode(db, a, size=4)
+        raise RuntimeError
+    assert mino.get_inode(db, a) == _fresh(db, a)
+    assert mino.get_inode(db, a).nlink == 1
+    with db.transaction():
+        mino.update_inode(db, a, mode=0o100600)
+    assert mino.get_inode(db, a).mode == 0o100600
+
+
+def test_inode_cache_inner_failure_commits_with_the_outer_transaction(tmp_path):
+    # A nested failure that the outer transaction survives is not rolled back by SQLite
+    # (Database.transaction only rolls back at the outermost level), so it must stay cached.
+    db, (a, _, _) = _cache_db(tmp_path)
+    with mino.transaction(db):
+        with pytest.raises(RuntimeError), mino.transaction(db):
+            mino.update_inode(db, a, nlink=4)
+            raise RuntimeError
+    assert mino.get_inode(db, a) == _fresh(db, a)
+    assert _fresh(db, a).nlink == 4
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(
+    st.sampled_from(["tracked", "foreign", "nested", "none"]),
+    st.lists(st.tuples(st.sampled_from(["update", "nlink", "create", "delete", "read"]),
+                       st.integers(0, 4), st.integers(0, 3)), max_size=5),
+    st.booleans()), max_size=12))
+def test_inode_cache_matches_sqlite_after_any_transactions(tmp_path_factory, steps):
+    db, inos = _cache_db(tmp_path_factory.mktemp("cache"))
+    inos = inos + [100, 101]  # two that do not exist yet (create with an explicit id)
+    for kind, ops, fail in steps:
+        def run_ops(ops: list[tuple[str, int, int]] = ops) -> None:
+            for op, i, v in ops:
+                ino = inos[i]
+                if op == "update":
+                    mino.update_inode(db, ino, size=v, mtime_ns=v + 1)
+                elif op == "nlink":
+                    mino.add_nlink(db, ino, v - 1)
+                elif op == "create" and _fresh(db, ino) is None:
+                    mino.create_inode(db, 0o100644, v, v, 1, v, ino=ino)
+                elif op == "delete":
+                    mino.delete_inode(db, ino)
+                else:
+                    assert mino.get_inode(db, ino) == _fresh(db, ino)
+
+        try:
+            if kind == "tracked":
+                with mino.transaction(db):
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "foreign":
+                with db.transaction():
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "nested":
+                with db.transaction(), mino.transaction(db):
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            else:
+                run_ops()  # autocommit, statement by statement
+        except RuntimeError:
+            pass
+        for ino in inos:
+            assert mino.get_inode(db, ino) == _fresh(db, ino), (kind, ops, fail)
+    db.close()

@@ -1,7 +1,9 @@
 """The namespace: inodes, directory entries, links, symlinks and xattrs.
 
 Every operation here is one SQLite transaction and runs on the trio thread: each is a handful
-of indexed point queries (tens of microseconds), cheaper than a hop to a worker thread. File
+of indexed point queries (tens of microseconds), cheaper than a hop to a worker thread.
+Transactions are opened with `mino.transaction` so the inode rows they write stay in the row
+cache after the commit: getattr, and the parent row of the next create, cost no SQL. File
 *data* is not handled here but in `blockcache`; this module only reports which inodes lost
 their last name so the engine can free them once nothing holds them open.
 """
@@ -55,6 +57,9 @@ class Namespace:
         # Inodes that carry security.capability: the kernel asks for it on every write, and
         # answering from this set keeps SQLite out of the write path.
         self.has_capability = set(mino.inodes_with_xattr(db, b"security.capability"))
+        # Unlinked inodes the kernel forgot whose rows wait to be purged (Engine._purge_inodes):
+        # no longer there for anyone.
+        self.gone: set[int] = set()
         # ino -> (when read, entries, next_offset -> index): see readdir.
         self._listings: dict[int, tuple[float, list[tuple[bytes, Attr, int]], dict[int, int]]] = {}
 
@@ -62,7 +67,7 @@ class Namespace:
 
     def row(self, ino: int) -> mino.InodeRow:
         row = mino.get_inode(self.db, ino)
-        if row is None:
+        if row is None or ino in self.gone:
             raise FsError(errno.ENOENT)
         return self.overlay(row)
 
@@ -166,7 +171,7 @@ class Namespace:
             raise FsError(errno.ENAMETOOLONG)
         self._changed(parent)
         now = time.time_ns()
-        with self.db.transaction():
+        with mino.transaction(self.db):
             prow = self._dir_row(parent)
             if prow.nlink == 0:
                 raise FsError(errno.ENOENT)
@@ -188,7 +193,7 @@ class Namespace:
         _check_name(new_name)
         self._changed(new_parent)
         now = time.time_ns()
-        with self.db.transaction():
+        with mino.transaction(self.db):
             row = self.row(ino)
             if stat.S_ISDIR(row.mode):
                 raise FsError(errno.EPERM)
@@ -226,7 +231,7 @@ class Namespace:
         """Remove a non-directory entry; returns the inode if it lost its last link."""
         self._changed(parent)
         now = time.time_ns()
-        with self.db.transaction():
+        with mino.transaction(self.db):
             ino = self._entry(parent, name)
             if stat.S_ISDIR(self.row(ino).mode):
                 raise FsError(errno.EISDIR)
@@ -241,7 +246,7 @@ class Namespace:
             raise FsError(errno.ENOTEMPTY)
         self._changed(parent)
         now = time.time_ns()
-        with self.db.transaction():
+        with mino.transaction(self.db):
             ino = self._entry(parent, name)
             if not stat.S_ISDIR(self.row(ino).mode):
                 raise FsError(errno.ENOTDIR)
@@ -272,7 +277,7 @@ class Namespace:
         _check_name(new_name)
         self._changed(old_parent, new_parent)
         now = time.time_ns()
-        with self.db.transaction():
+        with mino.transaction(self.db):
             src = self._entry(old_parent, old_name)
             if self._dir_row(new_parent).nlink == 0:
                 raise FsError(errno.ENOENT)  # a removed directory takes no new entries
@@ -336,7 +341,7 @@ class Namespace:
 
     def set_attrs(self, ino: int, **fields: int) -> None:
         """Store attribute changes (mode, uid, gid, times); ctime follows any change."""
-        with self.db.transaction():
+        with mino.transaction(self.db):
             self.row(ino)
             mino.update_inode(self.db, ino, **fields)
 
@@ -345,7 +350,7 @@ class Namespace:
         now = time.time_ns()
         if (row.atime_ns <= row.mtime_ns or row.atime_ns <= row.ctime_ns
                 or now - row.atime_ns > 86400 * 10**9):
-            with self.db.transaction():
+            with mino.transaction(self.db):
                 mino.update_inode(self.db, row.id, atime_ns=now)
 
     # -- xattrs ------------------------------------------------------------------------------
@@ -368,7 +373,7 @@ class Namespace:
             raise FsError(errno.ERANGE)
         if len(value) > XATTR_SIZE_MAX:
             raise FsError(errno.E2BIG)
-        with self.db.transaction():
+        with mino.transaction(self.db):
             self.row(ino)
             exists = mino.get_xattr(self.db, ino, name) is not None
             if flags & XATTR_CREATE and exists:
@@ -387,7 +392,7 @@ class Namespace:
     def removexattr(self, ino: int, name: bytes) -> None:
         if name.startswith(_UNSUPPORTED_XATTR_PREFIXES):
             raise FsError(errno.EOPNOTSUPP)
-        with self.db.transaction():
+        with mino.transaction(self.db):
             self.row(ino)
             if not mino.remove_xattr(self.db, ino, name):
                 raise FsError(errno.ENODATA)
