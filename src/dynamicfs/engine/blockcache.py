@@ -5,9 +5,11 @@ The life of a block (see docs/concurrency.md):
     write ──▶ dirty buffer ──seal (threads: hash, encode, write fragments)──▶ pending extent
           ──commit (one transaction per file)──▶ block map row
 
-* A dirty buffer is the newest content of a block and lives only in memory. A write that ends
-  on a block boundary seals the block in the background; random writes stay dirty until an
-  fsync, a release, the commit timer or memory pressure seals them.
+* A dirty block is the newest content of a block and lives only in memory: the byte runs
+  written to it over its earlier content, which is read only when the block is read back or
+  sealed (`dirty.DirtyBlock`). A write that completes a block seals it in the background;
+  random writes stay dirty until an fsync, a release, the commit timer or memory pressure
+  seals them.
 * A pending extent is durable on disks but not yet referenced by metadata. A file's pending
   extents, its size and times are committed together in one transaction, so after a crash a
   file shows the state of one of its commits, never a mix of blocks from different ones.
@@ -25,8 +27,7 @@ import errno
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -38,6 +39,7 @@ from ..meta import extents as mext
 from ..meta import inodes as mino
 from ..obs.stats import Stats
 from ..store.extents import ExtentStore, ExtentUnreadable, SealedExtent
+from .dirty import DirtyBlock, materialize
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ class PendingExtent:
     users: int = 0
 
 
+# A dirty block frozen for a seal: its pinned base, the base's live length, the runs.
+Snapshot = tuple[PendingExtent | None, int, tuple[tuple[int, bytes], ...]]
+
+
 @dataclass(eq=False)
 class PendingBlock:
     extent: PendingExtent | None  # None: the block becomes a hole
@@ -74,7 +80,7 @@ class FileState:
     ctime_ns: int
     policy: Policy
     clock: int = 0
-    dirty: dict[int, bytearray] = field(default_factory=dict)
+    dirty: dict[int, DirtyBlock[PendingExtent]] = field(default_factory=dict)
     dirty_gen: dict[int, int] = field(default_factory=dict)
     sealing: dict[int, trio.Event] = field(default_factory=dict)
     pending: dict[int, PendingBlock] = field(default_factory=dict)
@@ -90,7 +96,6 @@ class FileState:
     committed_meta_gen: int = 0
     trunc_gen: int = 0
     error: int | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
     commit_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def tick(self) -> int:
@@ -174,23 +179,12 @@ class BlockCache:
                 self.files[ino] = fs
         return fs
 
-    @asynccontextmanager
-    async def _locked(self, ino: int) -> AsyncIterator[FileState]:
-        """The file's state, locked against other writers and kept alive while held."""
-        while True:
-            fs = self.state(ino)
-            async with fs.lock:
-                # A commit may have retired this state while we waited for the lock.
-                if self.files.get(ino) is fs:
-                    yield fs
-                    return
-
     def overlay(self, row: mino.InodeRow) -> mino.InodeRow:
         """The live view of an inode row: size, times and an allocation estimate."""
         fs = self.files.get(row.id)
         if fs is None or not fs.busy:
             return row
-        extra = sum(len(b) for b in fs.dirty.values()) + sum(
+        extra = sum(b.nbytes for b in fs.dirty.values()) + sum(
             p.extent.length for p in fs.pending.values() if p.extent is not None)
         return mino.InodeRow(
             row.id, row.mode, row.uid, row.gid, fs.size, row.nlink, row.rdev, row.atime_ns,
@@ -275,11 +269,27 @@ class BlockCache:
         return await self._extent_data(ext.hash, lambda: self.store.read(
             ext.hash, ext.length, ext.codec_id, ext.k, ext.m, frags, what), what)
 
+    async def _base_data(self, ino: int, idx: int, base: PendingExtent | None) -> bytes | None:
+        """The content of a dirty block's base, pinned while it loads."""
+        if base is None:
+            return None
+        base.users += 1
+        try:
+            return await self._pending_block(ino, idx, base)
+        finally:
+            self._release(base)
+
     async def block(self, fs: FileState, idx: int) -> bytes | bytearray | None:
         """The current content of block idx (None for a hole); may be shorter than a block."""
-        buf = fs.dirty.get(idx)
-        if buf is not None:
-            return buf
+        db = fs.dirty.get(idx)
+        if db is not None:
+            full = db.complete()
+            if full is not None:
+                return full
+            # Merged for this read only: converting the block would charge the whole block
+            # to the dirty budget for the sake of one small read.
+            base_len, runs = db.snapshot()
+            return materialize(await self._base_data(fs.ino, idx, db.base), base_len, runs)
         pb = fs.pending.get(idx)
         if pb is not None:
             return None if pb.extent is None else await self._pending_block(
@@ -314,6 +324,7 @@ class BlockCache:
 
     async def _wait_for_space(self) -> None:
         while self.dirty_bytes > self.dirty_limit:
+            self.stats.incr("dirty_throttled")
             self._seal_oldest()
             async with self._space_freed:
                 await self._space_freed.wait()
@@ -325,21 +336,47 @@ class BlockCache:
                     self.start_seal(fs, idx)
                     return
 
-    async def _dirty_buffer(self, fs: FileState, idx: int, covers_all: bool) -> bytearray:
-        """The writable buffer of block idx, loading its current content unless overwritten."""
-        buf = fs.dirty.get(idx)
-        if buf is not None:
-            return buf
-        old = None if covers_all else await self.block(fs, idx)
-        buf = fs.dirty.get(idx)  # a concurrent reader-turned-writer cannot exist (file lock)
-        if buf is None:
-            buf = bytearray(old) if old is not None else bytearray()
-            # Stale bytes past EOF (left by an uncommitted shrink) must read back as zeros.
+    def _pin_base(self, fs: FileState, idx: int) -> PendingExtent | None:
+        """The extent holding block idx now (None for a hole), pinned for a dirty block."""
+        pb = fs.pending.get(idx)
+        if pb is not None:
+            pe = pb.extent
+        elif fs.trunc_from is not None and idx >= fs.trunc_from:
+            return None
+        else:
+            eid = mext.block_extent(self.db, fs.ino, idx)
+            if eid is None:
+                return None
+            row = mext.get_extent(self.db, eid)
+            if row is None:
+                log.error("inode %d block %d points at missing extent %d", fs.ino, idx, eid)
+                raise FsError(errno.EIO)
+            pe = self._pending_by_digest.get(row.hash)
+            if pe is None:
+                pe = self._pending_by_digest[row.hash] = PendingExtent(
+                    row.hash, row.length, None, row.id)
+        if pe is not None:
+            pe.users += 1
+        return pe
+
+    def _dirty_block(
+        self, fs: FileState, idx: int, covers_all: bool
+    ) -> DirtyBlock[PendingExtent]:
+        """The dirty block idx, made over the block's current content unless overwritten."""
+        db = fs.dirty.get(idx)
+        if db is None:
+            # Only the live part of the old content counts: stale bytes past EOF (left by an
+            # uncommitted shrink) must read back as zeros.
             live = max(0, min(self.bs, fs.size - idx * self.bs))
-            del buf[live:]
-            fs.dirty[idx] = buf
-            self.dirty_bytes += len(buf)
-        return buf
+            base = None if covers_all or not live else self._pin_base(fs, idx)
+            db = fs.dirty[idx] = DirtyBlock(base, live if base is not None else 0)
+        return db
+
+    def _edit(self, db: DirtyBlock[PendingExtent], delta: int, base: PendingExtent | None) -> None:
+        """Account an edit of a dirty block; unpin its base if the edit made it irrelevant."""
+        self.dirty_bytes += delta
+        if base is not None and db.base is None:
+            self._release(base)
 
     async def write(self, ino: int, offset: int, data: bytes, *, stamp: bool = True) -> int:
         """Write `data` at `offset`; `stamp` sets mtime/ctime to now (unless the kernel does)."""
@@ -347,63 +384,83 @@ class BlockCache:
             return 0
         await self._wait_for_space()
         bs = self.bs
-        async with self._locked(ino) as fs:
-            if fs.error is not None:
-                err, fs.error = fs.error, None
-                raise FsError(err)
-            pos, view, end = offset, memoryview(data), offset + len(data)
-            while pos < end:
-                idx, start = divmod(pos, bs)
-                n = min(bs - start, end - pos)
-                # Old content is not needed when this write replaces all of it that is live.
-                covers = idx * bs >= fs.size or (start == 0 and (n == bs or pos + n >= fs.size))
-                buf = await self._dirty_buffer(fs, idx, covers)
-                before = len(buf)
-                if start > before:
-                    buf.extend(bytes(start - before))
-                buf[start:start + n] = view[pos - offset:pos - offset + n]
-                self.dirty_bytes += len(buf) - before
-                fs.dirty_gen[idx] = fs.tick()
-                pos += n
-                if start + n == bs:
-                    self.start_seal(fs, idx)
-            fs.size = max(fs.size, end)
-            if stamp:
-                fs.mtime_ns = fs.ctime_ns = time.time_ns()
-            fs.meta_gen += 1
+        # No await from here on: the write is one step no other task can interleave with,
+        # so it needs no lock (a dirty block never waits for its old content).
+        fs = self.state(ino)
+        if fs.error is not None:
+            err, fs.error = fs.error, None
+            raise FsError(err)
+        pos, view, end = offset, memoryview(data), offset + len(data)
+        while pos < end:
+            idx, start = divmod(pos, bs)
+            n = min(bs - start, end - pos)
+            # Old content is not needed when this write replaces all of it that is live.
+            covers = idx * bs >= fs.size or (start == 0 and (n == bs or pos + n >= fs.size))
+            db = self._dirty_block(fs, idx, covers)
+            base = db.base
+            self._edit(db, db.write(start, view[pos - offset:pos - offset + n]), base)
+            fs.dirty_gen[idx] = fs.tick()
+            pos += n
+            # A block written to its end is sealed now if it is whole in memory (written
+            # sequentially); a random write that lands last stays dirty to gather more.
+            if start + n == bs and db.complete() is not None:
+                self.start_seal(fs, idx)
+        fs.size = max(fs.size, end)
+        if stamp:
+            fs.mtime_ns = fs.ctime_ns = time.time_ns()
+        fs.meta_gen += 1
         self.stats.incr("write_bytes", len(data))
         return len(data)
 
     async def truncate(self, ino: int, size: int) -> None:
-        async with self._locked(ino) as fs:
-            bs = self.bs
-            if size < fs.size:
-                cut = -(-size // bs)  # first block wholly beyond the new end
-                clock = fs.tick()
-                fs.cuts.append((size // bs, clock))
-                for idx in [i for i in fs.dirty if i >= cut]:
-                    self._drop_dirty(fs, idx)
-                for idx in [i for i in fs.pending if i >= cut]:
-                    self._release(fs.pending.pop(idx).extent)
-                fs.trunc_from = cut if fs.trunc_from is None else min(fs.trunc_from, cut)
-                fs.trunc_gen += 1
-                if size % bs:
-                    # The block holding the new end keeps only its head: make it dirty, cut.
-                    idx = size // bs
-                    buf = await self._dirty_buffer(fs, idx, False)
-                    keep = size - idx * bs
-                    if len(buf) > keep:
-                        self.dirty_bytes -= len(buf) - keep
-                        del buf[keep:]
-                    fs.dirty_gen[idx] = fs.tick()
-            fs.size = size
-            fs.mtime_ns = fs.ctime_ns = time.time_ns()
-            fs.meta_gen += 1
+        fs = self.state(ino)  # no await below: see write
+        bs = self.bs
+        if size < fs.size:
+            cut = -(-size // bs)  # first block wholly beyond the new end
+            clock = fs.tick()
+            fs.cuts.append((size // bs, clock))
+            for idx in [i for i in fs.dirty if i >= cut]:
+                self._drop_dirty(fs, idx)
+            for idx in [i for i in fs.pending if i >= cut]:
+                self._release(fs.pending.pop(idx).extent)
+            fs.trunc_from = cut if fs.trunc_from is None else min(fs.trunc_from, cut)
+            fs.trunc_gen += 1
+            if size % bs:
+                # The block holding the new end keeps only its head: make it dirty, cut.
+                idx = size // bs
+                db = self._dirty_block(fs, idx, False)
+                base = db.base
+                self._edit(db, db.truncate(size - idx * bs), base)
+                fs.dirty_gen[idx] = fs.tick()
+        fs.size = size
+        fs.mtime_ns = fs.ctime_ns = time.time_ns()
+        fs.meta_gen += 1
 
     def _drop_dirty(self, fs: FileState, idx: int) -> None:
-        buf = fs.dirty.pop(idx)
+        db = fs.dirty.pop(idx)
         fs.dirty_gen.pop(idx, None)
-        self.dirty_bytes -= len(buf)
+        self.dirty_bytes -= db.nbytes
+        self._release(db.base)
+
+    def _snapshot(self, db: DirtyBlock[PendingExtent]) -> Snapshot:
+        """What a seal needs of a dirty block as it is now; the base is pinned for it."""
+        full = db.complete()
+        if full is not None:
+            return None, len(full), ((0, bytes(full)),)
+        if db.base is not None:
+            db.base.users += 1
+        return db.base, *db.snapshot()
+
+    async def _materialize(self, ino: int, idx: int, snap: Snapshot) -> bytes:
+        """The content of a snapshot, reading its base if needed; unpins the base."""
+        base, base_len, runs = snap
+        if base is None and len(runs) == 1 and runs[0][0] == 0 and len(runs[0][1]) >= base_len:
+            return runs[0][1]
+        try:
+            data = await self._pending_block(ino, idx, base) if base is not None else None
+        finally:
+            self._release(base)
+        return bytes(materialize(data, base_len, runs))
 
     # -- sealing -----------------------------------------------------------------------------
 
@@ -415,15 +472,17 @@ class BlockCache:
         done = trio.Event()
         fs.sealing[idx] = done
         self.seals_running += 1
-        # The snapshot is taken now: the buffer may change or go before the task starts.
-        self.nursery.start_soon(self._seal, fs, idx, bytes(fs.dirty[idx]), fs.dirty_gen[idx],
-                                done)
+        # The snapshot is taken now: the block may change or go before the task starts.
+        self.nursery.start_soon(self._seal, fs, idx, self._snapshot(fs.dirty[idx]),
+                                fs.dirty_gen[idx], done)
 
     async def _seal(
-        self, fs: FileState, idx: int, data: bytes, gen: int, done: trio.Event
+        self, fs: FileState, idx: int, snap: Snapshot, gen: int, done: trio.Event
     ) -> None:
+        data = b""
         try:
             async with self.seal_limiter:
+                data = await self._materialize(fs.ino, idx, snap)
                 pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
         except FsError as exc:
             fs.error = exc.errno
@@ -581,7 +640,7 @@ class BlockCache:
             for pb in blocks.values():
                 if pb.extent is not None:
                     pb.extent.users += 1  # ours until the transaction references it
-            snaps = {idx: (bytes(buf), fs.dirty_gen[idx]) for idx, buf in fs.dirty.items()}
+            snaps = {idx: (self._snapshot(db), fs.dirty_gen[idx]) for idx, db in fs.dirty.items()}
             size, mtime_ns, ctime_ns = fs.size, fs.mtime_ns, fs.ctime_ns
             trunc_from, trunc_gen, meta_gen = fs.trunc_from, fs.trunc_gen, fs.meta_gen
             if not blocks and not snaps and trunc_from is None and meta_gen == \
@@ -612,19 +671,20 @@ class BlockCache:
                 fs.trunc_from = None
             fs.committed_meta_gen = meta_gen
             self.stats.incr("file_commits")
-            if not fs.busy and not fs.lock.locked():
+            if not fs.busy:
                 del self.files[fs.ino]
 
     async def _seal_snapshots(
-        self, fs: FileState, snaps: dict[int, tuple[bytes, int]],
+        self, fs: FileState, snaps: dict[int, tuple[Snapshot, int]],
         blocks: dict[int, PendingBlock],
     ) -> None:
         """Seal dirty-block snapshots into `blocks` (replacing older pending ones)."""
         failed: list[FsError] = []
 
-        async def seal(idx: int, data: bytes, gen: int) -> None:
+        async def seal(idx: int, snap: Snapshot, gen: int) -> None:
             try:
                 async with self.seal_limiter:
+                    data = await self._materialize(fs.ino, idx, snap)
                     pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
             except FsError as exc:
                 failed.append(exc)
@@ -637,8 +697,8 @@ class BlockCache:
                 self.clean.put(pe.digest, data)
 
         async with trio.open_nursery() as nursery:
-            for idx, (data, gen) in snaps.items():
-                nursery.start_soon(seal, idx, data, gen)
+            for idx, (snap, gen) in snaps.items():
+                nursery.start_soon(seal, idx, snap, gen)
         if failed:
             self.stats.incr("seal_errors", len(failed))
             log.error("inode %d: could not store %d blocks: %s", fs.ino, len(failed), failed[0])

@@ -1,0 +1,119 @@
+"""A dirty block: the bytes written to one block since it was last sealed, over a base.
+
+A random 4 KiB write must not cost a 1 MiB read before it and a 1 MiB buffer while it waits:
+only the written byte runs are kept, over the block's earlier content (the *base*), which is
+read only when the block is read back or sealed. So the dirty-byte budget counts bytes really
+written, and a block sealed under memory pressure carries every write it gathered meanwhile
+rather than one (see docs/concurrency.md, "Dirty blocks").
+
+The base is fixed when the block turns dirty: the caller pins the extent that held the block
+then and hands it in as an opaque reference, so a seal that reads it later sees exactly the
+content these runs were written over, not a newer one sealed meanwhile.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Generic, TypeVar
+
+Ref = TypeVar("Ref")
+
+
+class DirtyBlock(Generic[Ref]):
+    """Written runs over the first `base_len` bytes of a base; nothing else of it is live.
+
+    `base` is the pinned reference to the old content (None: a hole, read as zeros);
+    `base_len` is how much of it still counts (a truncate or EOF cuts it). When the runs cover
+    the whole live base, the base is dropped: the block is complete in memory.
+    """
+
+    __slots__ = ("base", "base_len", "starts", "runs", "nbytes")
+
+    def __init__(self, base: Ref | None, base_len: int) -> None:
+        self.base = base
+        self.base_len = base_len
+        self.starts: list[int] = []
+        self.runs: list[bytearray] = []
+        self.nbytes = 0  # bytes held in runs: what the dirty budget counts
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base_len > 0
+
+    @property
+    def length(self) -> int:
+        end = self.starts[-1] + len(self.runs[-1]) if self.runs else 0
+        return max(end, self.base_len)
+
+    def write(self, start: int, data: bytes | memoryview) -> int:
+        """Record `data` at `start`; returns the change in `nbytes`."""
+        end = start + len(data)
+        starts, runs = self.starts, self.runs
+        # Runs lo..hi-1 overlap or touch [start, end]: they merge with the new bytes.
+        lo = bisect_right(starts, start) - 1
+        if lo < 0 or starts[lo] + len(runs[lo]) < start:
+            lo += 1
+        hi = bisect_right(starts, end)
+        before = sum(len(r) for r in runs[lo:hi])
+        if lo < hi and starts[lo] <= start:
+            s0, buf, first = starts[lo], runs[lo], lo + 1
+        else:
+            s0, buf, first = start, bytearray(), lo
+        for j in range(first, hi):
+            # A later run may reach past `end`: copy it whole, the new bytes go on top.
+            off = starts[j] - s0
+            if len(buf) < off:
+                buf.extend(bytes(off - len(buf)))
+            buf[off:off + len(runs[j])] = runs[j]
+        off = start - s0
+        buf[off:off + len(data)] = data
+        starts[lo:hi] = [s0]
+        runs[lo:hi] = [buf]
+        delta = len(buf) - before
+        self.nbytes += delta
+        if self.base_len and s0 == 0 and len(buf) >= self.base_len:
+            self.base, self.base_len = None, 0  # every live byte of the base is overwritten
+        return delta
+
+    def truncate(self, keep: int) -> int:
+        """Keep only the first `keep` bytes; returns the change in `nbytes`."""
+        self.base_len = min(self.base_len, keep)
+        if not self.base_len:
+            self.base = None
+        cut = bisect_left(self.starts, keep)
+        before = self.nbytes
+        del self.starts[cut:]
+        del self.runs[cut:]
+        if self.runs and self.starts[-1] + len(self.runs[-1]) > keep:
+            del self.runs[-1][keep - self.starts[-1]:]
+        self.nbytes = sum(len(r) for r in self.runs)
+        return self.nbytes - before
+
+    def snapshot(self) -> tuple[int, tuple[tuple[int, bytes], ...]]:
+        """The runs as they are now (copied), with the live length of the base."""
+        runs = zip(self.starts, self.runs, strict=True)
+        return self.base_len, tuple((s, bytes(r)) for s, r in runs)
+
+    def complete(self) -> bytearray | None:
+        """The whole block when no base is needed (one run from 0), else None."""
+        if self.base_len:
+            return None
+        if not self.runs:
+            return bytearray()
+        if len(self.runs) == 1 and self.starts[0] == 0:
+            return self.runs[0]
+        return None
+
+
+def materialize(
+    base: bytes | bytearray | None, base_len: int, runs: tuple[tuple[int, bytes], ...]
+) -> bytearray:
+    """The block's content: `base_len` bytes of the base (zeros past its end), runs on top."""
+    out = bytearray(base[:base_len]) if base is not None and base_len else bytearray()
+    if len(out) < base_len:
+        out.extend(bytes(base_len - len(out)))
+    for s, r in runs:
+        if len(out) < s:
+            out.extend(bytes(s - len(out)))
+        out[s:s + len(r)] = r
+    return out
