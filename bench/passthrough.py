@@ -3,8 +3,14 @@
 It mirrors a directory (SOURCE) at MOUNTPOINT and does nothing else: no hashing, no coding, no
 metadata database. It uses the kernel cache settings DynamicFS uses (entry/attr timeouts of 60 s,
 cached negative lookups, the writeback cache, keep_cache on open and create) and forwards
-fsync/fdatasync, so the ratio
-DynamicFS / passthrough isolates DynamicFS's own work. It is inode-based: the FUSE inode is the
+fsync/fdatasync and extended attributes, so the ratio
+DynamicFS / passthrough isolates DynamicFS's own work.
+
+Extended attributes are forwarded because a filesystem that has them pays a FUSE round trip
+per write(2): the kernel asks GETXATTR security.capability before every write (to drop file
+capabilities), unless the filesystem once answered ENOSYS to GETXATTR (then never again), or
+negotiated FUSE_HANDLE_KILLPRIV_V2, which pyfuse3 cannot. A passthrough without xattrs would
+measure a floor that no xattr-capable FUSE filesystem in Python can reach. It is inode-based: the FUSE inode is the
 source file's st_ino (the root is pyfuse3.ROOT_INODE), mapped to the path it was looked up at.
 Syscalls run on the trio thread, like pyfuse3's own example: this is the floor cost of FUSE in
 Python, not a model filesystem.
@@ -364,6 +370,32 @@ class Passthrough(pyfuse3.Operations):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as exc:
+            raise _err(exc) from None
+
+    # -- extended attributes (see the module docstring for why they are here) ------------------
+
+    async def getxattr(self, inode, name, ctx):
+        try:
+            return os.getxattr(self._path(inode), name, follow_symlinks=False)
+        except OSError as exc:
+            raise _err(exc) from None
+
+    async def setxattr(self, inode, name, value, ctx):
+        try:
+            os.setxattr(self._path(inode), name, value, follow_symlinks=False)
+        except OSError as exc:
+            raise _err(exc) from None
+
+    async def listxattr(self, inode, ctx):
+        try:
+            return [n.encode() for n in os.listxattr(self._path(inode), follow_symlinks=False)]
+        except OSError as exc:
+            raise _err(exc) from None
+
+    async def removexattr(self, inode, name, ctx):
+        try:
+            os.removexattr(self._path(inode), name, follow_symlinks=False)
         except OSError as exc:
             raise _err(exc) from None
 
