@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 DYNAMICFS = str(VENV_BIN / "dynamicfs")
 PYTHON = str(VENV_BIN / "python")
-BASE = Path("/var/tmp/dynamicfs-bench")
+# DYNAMICFS_BENCH_DIR moves everything (two runs at once must not share a directory).
+BASE = Path(os.environ.get("DYNAMICFS_BENCH_DIR", "/var/tmp/dynamicfs-bench"))
 RESULTS = REPO / "bench" / "results"
 REPORT = REPO / "docs" / "performance.md"
 MiB = 1 << 20
