@@ -60,10 +60,6 @@ class PendingExtent:
     users: int = 0
 
 
-# A dirty block frozen for a seal: its pinned base, the base's live length, the runs.
-Snapshot = tuple[PendingExtent | None, int, tuple[tuple[int, bytes], ...]]
-
-
 @dataclass(eq=False)
 class PendingBlock:
     extent: PendingExtent | None  # None: the block becomes a hole
@@ -364,6 +360,14 @@ class BlockCache:
     ) -> DirtyBlock[PendingExtent]:
         """The dirty block idx, made over the block's current content unless overwritten."""
         db = fs.dirty.get(idx)
+        if db is not None and db.frozen:
+            # A commit cut holds this one by reference: write on a copy. The frozen one stays
+            # counted in the dirty budget until the cut's seal is done with it.
+            db.detached = True
+            db = fs.dirty[idx] = db.clone()
+            if db.base is not None:
+                db.base.users += 1
+            self.dirty_bytes += db.nbytes
         if db is None:
             # Only the live part of the old content counts: stale bytes past EOF (left by an
             # uncommitted shrink) must read back as zeros.
@@ -442,25 +446,35 @@ class BlockCache:
         self.dirty_bytes -= db.nbytes
         self._release(db.base)
 
-    def _snapshot(self, db: DirtyBlock[PendingExtent]) -> Snapshot:
-        """What a seal needs of a dirty block as it is now; the base is pinned for it."""
+    async def _content(self, ino: int, idx: int, db: DirtyBlock[PendingExtent]) -> bytes:
+        """The bytes a seal stores for a dirty block.
+
+        Copies are made here, inside the seal limiter, so at most as many exist as seals run
+        (a copy per queued seal used to hold hundreds of MiB outside the dirty budget). The
+        runs are copied before awaiting the base unless the block is frozen (then they cannot
+        change); the base is pinned while it loads.
+        """
         full = db.complete()
         if full is not None:
-            return None, len(full), ((0, bytes(full)),)
-        if db.base is not None:
-            db.base.users += 1
-        return db.base, *db.snapshot()
-
-    async def _materialize(self, ino: int, idx: int, snap: Snapshot) -> bytes:
-        """The content of a snapshot, reading its base if needed; unpins the base."""
-        base, base_len, runs = snap
-        if base is None and len(runs) == 1 and runs[0][0] == 0 and len(runs[0][1]) >= base_len:
-            return runs[0][1]
+            return bytes(full)
+        base, base_len = db.base, db.base_len
+        runs = zip(db.starts, db.runs, strict=True) if db.frozen else db.snapshot()[1]
+        if base is None:
+            return bytes(materialize(None, base_len, runs))
+        base.users += 1
         try:
-            data = await self._pending_block(ino, idx, base) if base is not None else None
+            data = await self._pending_block(ino, idx, base)
         finally:
             self._release(base)
         return bytes(materialize(data, base_len, runs))
+
+    def _thaw(self, db: DirtyBlock[PendingExtent]) -> None:
+        """A commit cut is done with a frozen block."""
+        if db.detached:
+            # Replaced by its copy meanwhile: nothing else accounts for it any more.
+            self.dirty_bytes -= db.nbytes
+            self._release(db.base)
+        db.frozen = db.detached = False
 
     # -- sealing -----------------------------------------------------------------------------
 
@@ -472,26 +486,28 @@ class BlockCache:
         done = trio.Event()
         fs.sealing[idx] = done
         self.seals_running += 1
-        # The snapshot is taken now: the block may change or go before the task starts.
-        self.nursery.start_soon(self._seal, fs, idx, self._snapshot(fs.dirty[idx]),
-                                fs.dirty_gen[idx], done)
+        self.nursery.start_soon(self._seal, fs, idx, done)
 
-    async def _seal(
-        self, fs: FileState, idx: int, snap: Snapshot, gen: int, done: trio.Event
-    ) -> None:
-        data = b""
+    async def _seal(self, fs: FileState, idx: int, done: trio.Event) -> None:
         try:
             async with self.seal_limiter:
-                data = await self._materialize(fs.ino, idx, snap)
-                pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
-        except FsError as exc:
-            fs.error = exc.errno
-            log.error("inode %d: could not store block %d: %s", fs.ino, idx, exc)
-            self.stats.incr("seal_errors")
-            if fs.dirty_gen.get(idx) == gen:
-                self._drop_dirty(fs, idx)  # the error is reported at fsync/close, as Linux does
-        else:
-            self._accept_seal(fs, idx, gen, pe, data)
+                # The block as it is when the seal really starts (it may be gone by now).
+                db = fs.dirty.get(idx)
+                if db is None or self.files.get(fs.ino) is not fs:
+                    return
+                gen = fs.dirty_gen[idx]
+                try:
+                    data = await self._content(fs.ino, idx, db)
+                    pe = await self._store_extent(
+                        data, fs.policy, f"inode {fs.ino} block {idx}")
+                except FsError as exc:
+                    fs.error = exc.errno
+                    log.error("inode %d: could not store block %d: %s", fs.ino, idx, exc)
+                    self.stats.incr("seal_errors")
+                    if fs.dirty_gen.get(idx) == gen:
+                        self._drop_dirty(fs, idx)  # reported at fsync/close, as Linux does
+                else:
+                    self._accept_seal(fs, idx, gen, pe, data)
         finally:
             del fs.sealing[idx]
             self.seals_running -= 1
@@ -640,7 +656,10 @@ class BlockCache:
             for pb in blocks.values():
                 if pb.extent is not None:
                     pb.extent.users += 1  # ours until the transaction references it
-            snaps = {idx: (self._snapshot(db), fs.dirty_gen[idx]) for idx, db in fs.dirty.items()}
+            # Dirty blocks are frozen rather than copied: a write to one meanwhile copies it.
+            snaps = {idx: (db, fs.dirty_gen[idx]) for idx, db in fs.dirty.items()}
+            for db, _ in snaps.values():
+                db.frozen = True
             size, mtime_ns, ctime_ns = fs.size, fs.mtime_ns, fs.ctime_ns
             trunc_from, trunc_gen, meta_gen = fs.trunc_from, fs.trunc_gen, fs.meta_gen
             if not blocks and not snaps and trunc_from is None and meta_gen == \
@@ -649,6 +668,8 @@ class BlockCache:
             try:
                 await self._seal_snapshots(fs, snaps, blocks)
             except BaseException:
+                for db, _ in snaps.values():
+                    self._thaw(db)
                 for pb in blocks.values():
                     self._release(pb.extent)
                 raise
@@ -675,16 +696,18 @@ class BlockCache:
                 del self.files[fs.ino]
 
     async def _seal_snapshots(
-        self, fs: FileState, snaps: dict[int, tuple[Snapshot, int]],
+        self, fs: FileState, snaps: dict[int, tuple[DirtyBlock[PendingExtent], int]],
         blocks: dict[int, PendingBlock],
     ) -> None:
-        """Seal dirty-block snapshots into `blocks` (replacing older pending ones)."""
+        """Seal frozen dirty blocks into `blocks` (replacing older pending ones); each is
+        thawed as soon as it is stored, and all of them if this fails."""
         failed: list[FsError] = []
 
-        async def seal(idx: int, snap: Snapshot, gen: int) -> None:
+        async def seal(idx: int, db: DirtyBlock[PendingExtent], gen: int) -> None:
             try:
                 async with self.seal_limiter:
-                    data = await self._materialize(fs.ino, idx, snap)
+                    data = await self._content(fs.ino, idx, db)
+                    self._thaw(db)
                     pe = await self._store_extent(data, fs.policy, f"inode {fs.ino} block {idx}")
             except FsError as exc:
                 failed.append(exc)
@@ -697,8 +720,8 @@ class BlockCache:
                 self.clean.put(pe.digest, data)
 
         async with trio.open_nursery() as nursery:
-            for idx, (snap, gen) in snaps.items():
-                nursery.start_soon(seal, idx, snap, gen)
+            for idx, (db, gen) in snaps.items():
+                nursery.start_soon(seal, idx, db, gen)
         if failed:
             self.stats.incr("seal_errors", len(failed))
             log.error("inode %d: could not store %d blocks: %s", fs.ino, len(failed), failed[0])

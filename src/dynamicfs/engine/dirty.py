@@ -14,6 +14,7 @@ content these runs were written over, not a newer one sealed meanwhile.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 Ref = TypeVar("Ref")
@@ -27,7 +28,7 @@ class DirtyBlock(Generic[Ref]):
     the whole live base, the base is dropped: the block is complete in memory.
     """
 
-    __slots__ = ("base", "base_len", "starts", "runs", "nbytes")
+    __slots__ = ("base", "base_len", "starts", "runs", "nbytes", "frozen", "detached")
 
     def __init__(self, base: Ref | None, base_len: int) -> None:
         self.base = base
@@ -35,6 +36,18 @@ class DirtyBlock(Generic[Ref]):
         self.starts: list[int] = []
         self.runs: list[bytearray] = []
         self.nbytes = 0  # bytes held in runs: what the dirty budget counts
+        # A commit cut holds this block by reference: it must not change (copy on write).
+        self.frozen = False
+        # A frozen block replaced by its copy: the cut that holds it accounts for it.
+        self.detached = False
+
+    def clone(self) -> DirtyBlock[Ref]:
+        """An unfrozen copy to write on (same base reference: the caller pins it again)."""
+        other: DirtyBlock[Ref] = DirtyBlock(self.base, self.base_len)
+        other.starts = list(self.starts)
+        other.runs = [bytearray(r) for r in self.runs]
+        other.nbytes = self.nbytes
+        return other
 
     @property
     def needs_base(self) -> bool:
@@ -47,6 +60,7 @@ class DirtyBlock(Generic[Ref]):
 
     def write(self, start: int, data: bytes | memoryview) -> int:
         """Record `data` at `start`; returns the change in `nbytes`."""
+        assert not self.frozen, "a frozen dirty block is copied before it is written"
         end = start + len(data)
         starts, runs = self.starts, self.runs
         # Runs lo..hi-1 overlap or touch [start, end]: they merge with the new bytes.
@@ -77,6 +91,7 @@ class DirtyBlock(Generic[Ref]):
 
     def truncate(self, keep: int) -> int:
         """Keep only the first `keep` bytes; returns the change in `nbytes`."""
+        assert not self.frozen, "a frozen dirty block is copied before it is cut"
         self.base_len = min(self.base_len, keep)
         if not self.base_len:
             self.base = None
@@ -106,7 +121,8 @@ class DirtyBlock(Generic[Ref]):
 
 
 def materialize(
-    base: bytes | bytearray | None, base_len: int, runs: tuple[tuple[int, bytes], ...]
+    base: bytes | bytearray | None, base_len: int,
+    runs: Iterable[tuple[int, bytes | bytearray]],
 ) -> bytearray:
     """The block's content: `base_len` bytes of the base (zeros past its end), runs on top."""
     out = bytearray(base[:base_len]) if base is not None and base_len else bytearray()
