@@ -1,5 +1,6 @@
 """Engine-level tests of the metadata package and placement (no FUSE)."""
 
+import contextlib
 import random
 from collections import Counter
 
@@ -121,7 +122,7 @@ def test_inode_cache_inner_failure_commits_with_the_outer_transaction(tmp_path):
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(
-    st.sampled_from(["tracked", "foreign", "nested", "none"]),
+    st.sampled_from(["tracked", "foreign", "nested", "twice", "caught", "none"]),
     st.lists(st.tuples(st.sampled_from(["update", "nlink", "create", "delete", "read"]),
                        st.integers(0, 4), st.integers(0, 3)), max_size=5),
     st.booleans()), max_size=12))
@@ -159,6 +160,19 @@ def test_inode_cache_matches_sqlite_after_any_transactions(tmp_path_factory, ste
                     run_ops()
                     if fail:
                         raise RuntimeError
+            elif kind == "twice":
+                with mino.transaction(db), mino.transaction(db):
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "caught":
+                # An inner failure the outer transaction survives: SQLite keeps its changes.
+                with mino.transaction(db):
+                    with contextlib.suppress(RuntimeError), mino.transaction(db):
+                        run_ops()
+                        if fail:
+                            raise RuntimeError
+                    mino.get_inode(db, inos[0])
             else:
                 run_ops()  # autocommit, statement by statement
         except RuntimeError:
