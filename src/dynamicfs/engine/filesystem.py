@@ -47,6 +47,8 @@ METADATA_COPY_INTERVAL = 300.0
 _NEAR_FULL = 256 << 20
 # Unlinked-but-open inodes and the like stay far below this; it is what statfs reports.
 MAX_INODES = 1 << 32
+# Rows of forgotten unlinked inodes are deleted this many at a time (or at the commit timer).
+_PURGE_BATCH = 256
 
 
 class _NoInvalidator:
@@ -85,6 +87,10 @@ class Engine:
         self.opens: Counter[int] = Counter()
         self.handles: dict[int, int] = {}
         self._atime_checked: set[int] = set()
+        # Unlinked inodes the kernel forgot, whose data is already freed: their rows (nlink 0,
+        # which mount-time recovery would purge too) are deleted in batches, because a
+        # transaction of its own per FORGET doubled the cost of every unlink.
+        self._purge: set[int] = set()
         self._next_fh = 1
         self._disk_errors: Counter[tuple[int, str]] = Counter()
         self._disk_errors_lock = threading.Lock()
@@ -149,13 +155,15 @@ class Engine:
 
     def _recover(self) -> None:
         """Finish what a crash interrupted: inodes nobody links, extents nobody references."""
-        with self.db.transaction():
+        with mino.transaction(self.db):
             for ino in mino.unlinked_inodes(self.db):
                 if ino != ROOT_INODE:
                     self.data.drop_all_blocks(ino)
                     mino.delete_inode(self.db, ino)
             for eid in mmaint.unreferenced_extents(self.db):
                 self.data.free_extent(eid)
+        self._purge.clear()
+        self.ns.gone.clear()
         if self.data.doomed:
             log.info("recovery: %d unreferenced extents queued for deletion",
                      len(self.data.doomed))
@@ -165,6 +173,7 @@ class Engine:
         while True:
             await trio.sleep(self.commit_interval)
             await self.commit_all()
+            self._purge_inodes()
             await trio.to_thread.run_sync(self.db.checkpoint)
             if trio.current_time() - last_copy >= self.metadata_copy_interval:
                 await self.copy_metadata()
@@ -260,7 +269,7 @@ class Engine:
                 self.lookups[ino] = left
             else:
                 self.lookups.pop(ino, None)
-                self._maybe_delete(ino)
+                self._maybe_delete(ino, forgotten=True)
 
     def _new_handle(self, ino: int) -> int:
         fh = self._next_fh
@@ -275,29 +284,56 @@ class Engine:
         except KeyError:
             raise FsError(errno.EBADF) from None
 
-    def _maybe_delete(self, ino: int) -> None:
+    def _maybe_delete(self, ino: int, *, forgotten: bool = False) -> None:
         """Free an inode's data once it has no name and no open handle, and the inode itself
         once the kernel holds no reference either.
 
         The kernel's FORGET comes whenever it evicts the inode, often a moment after the
         unlink; without an open handle nobody can read the data any more, so its space is
         given back at once (a user who deletes files to make room can write right away).
+        Called inside the transaction of the unlink, rmdir or rename that dropped the last
+        name, the freeing commits with it. `forgotten`: the kernel's last reference went
+        (FORGET); the data went when the last name or handle did, so only the row is left,
+        and it is purged with others (`_purge_inodes`).
         """
         if ino == ROOT_INODE or self.opens.get(ino):
             return
         row = mino.get_inode(self.db, ino)
         if row is None or row.nlink > 0:
             return
+        looked_up = bool(self.lookups.get(ino))
+        if (forgotten and not looked_up and not row.size and not row.alloc
+                and ino not in self.data.files):
+            self._purge.add(ino)
+            self.ns.gone.add(ino)
+            if len(self._purge) >= _PURGE_BATCH:
+                self._purge_inodes()
+            return
         self.data.forget_file(ino)
-        with self.db.transaction():
+        with mino.transaction(self.db):
             self.data.drop_all_blocks(ino)
-            if self.lookups.get(ino):
-                mino.update_inode(self.db, ino, size=0, alloc=0)
-            else:
+            if not looked_up:
                 mino.delete_inode(self.db, ino)
-        if not self.lookups.get(ino):
+            elif row.size or row.alloc:
+                mino.update_inode(self.db, ino, size=0, alloc=0)
+        if not looked_up:
             self.ns.has_capability.discard(ino)
             self.stats.incr("inodes_freed")
+
+    def _purge_inodes(self) -> None:
+        """Delete the rows of forgotten unlinked inodes (see `_maybe_delete`)."""
+        if not self._purge:
+            return
+        purge, self._purge = self._purge, set()
+        with mino.transaction(self.db):
+            for ino in purge:
+                # Their blocks went when the data was freed; dropping again costs one read
+                # and keeps a block row from outliving its inode whatever happened meanwhile.
+                self.data.drop_all_blocks(ino)
+                mino.delete_inode(self.db, ino)
+        self.ns.gone.difference_update(purge)
+        self.ns.has_capability.difference_update(purge)
+        self.stats.incr("inodes_freed", len(purge))
 
     def _writable(self) -> None:
         if self.readonly:
@@ -315,6 +351,11 @@ class Engine:
         self._writable()
         now = time.time_ns()
         row = self.ns.row(ino)
+        if row.nlink == 0 and not self.opens.get(ino) and changes.size is None:
+            # No name and no handle: nobody can see this inode again, and its row goes at
+            # FORGET (or at the next mount). The kernel still sends one SETATTR per unlink
+            # (fuse_update_ctime writes the ctime it set back); storing it would cost a commit.
+            return self._unreachable_attr(row, changes, now)
         if changes.size is not None:
             if stat.S_ISDIR(row.mode):
                 raise FsError(errno.EISDIR)
@@ -336,6 +377,18 @@ class Engine:
         self.ns.set_attrs(ino, **fields)
         self.data.touch(ino, mtime_ns=fields.get("mtime_ns"), ctime_ns=fields["ctime_ns"])
         return self.ns.getattr(ino)
+
+    def _unreachable_attr(self, row: mino.InodeRow, changes: SetAttr, now: int) -> Attr:
+        c = changes
+        return Attr(
+            ino=row.id,
+            mode=row.mode if c.mode is None else (row.mode & ~0o7777) | (c.mode & 0o7777),
+            nlink=0, uid=row.uid if c.uid is None else c.uid,
+            gid=row.gid if c.gid is None else c.gid, rdev=row.rdev, size=row.size,
+            blocks=(row.alloc + 511) // 512, blksize=self.pool.block_size,
+            atime_ns=row.atime_ns if c.atime_ns is None else c.atime_ns,
+            mtime_ns=row.mtime_ns if c.mtime_ns is None else c.mtime_ns,
+            ctime_ns=now if c.ctime_ns is None else c.ctime_ns)
 
     async def readlink(self, ino: int) -> bytes:
         target = self.ns.readlink(ino)
@@ -368,22 +421,25 @@ class Engine:
 
     async def unlink(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
         self._writable()
-        freed = self.ns.unlink(parent, name)
-        if freed is not None:
-            self._maybe_delete(freed)
+        with mino.transaction(self.db):
+            freed = self.ns.unlink(parent, name)
+            if freed is not None:
+                self._maybe_delete(freed)
 
     async def rmdir(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
         self._writable()
-        self._maybe_delete(self.ns.rmdir(parent, name))
+        with mino.transaction(self.db):
+            self._maybe_delete(self.ns.rmdir(parent, name))
 
     async def rename(
         self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes, flags: int,
         ctx: Ctx | None = None,
     ) -> None:
         self._writable()
-        freed = self.ns.rename(parent_old, name_old, parent_new, name_new, flags)
-        if freed is not None:
-            self._maybe_delete(freed)
+        with mino.transaction(self.db):
+            freed = self.ns.rename(parent_old, name_old, parent_new, name_new, flags)
+            if freed is not None:
+                self._maybe_delete(freed)
 
     async def opendir(self, ino: int, ctx: Ctx | None = None) -> int:
         row = self.ns.row(ino)
