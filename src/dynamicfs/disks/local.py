@@ -1,9 +1,14 @@
 """A disk that is a local directory: label, `fragments/` tree, space accounting.
 
-Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. Every write goes to a
-temporary name in the same directory, is fsynced, renamed into place and the directory
-fsynced, so a fragment is either wholly there or absent (invariant 1 of DESIGN.md). Temporary
-names start with ".tmp." so that GC can tell interrupted writes from fragments.
+Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. A new fragment is written
+under a temporary name in the same directory, renamed into place and then made durable with
+the other writers on its filesystem (one syncfs(2) for all of them, see durability.py); the
+write returns only then, so a fragment is durable before any metadata can name it (invariant 1
+of DESIGN.md). A crash before that point can leave a partial file under a fragment name; no
+durable metadata refers to it, reads would reject it (its header and payload are checksummed)
+and GC removes it as an orphan. Replacing an existing fragment (a heal) fsyncs the new file
+before the rename, so a referenced fragment is never torn. Temporary names start with ".tmp."
+so that GC can tell interrupted writes from fragments.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..codec import blake3_digest
+from .durability import sync_group
 from .faults import FaultSet
 from .fragment import HEADER_SIZE, FragmentError, FragmentHeader, FragmentMissing
 from .label import Label, LabelError, fsync_dir, read_label, write_label
@@ -39,6 +45,7 @@ class LocalDisk:
         self._lock = threading.Lock()
         self._known_dirs: set[str] = set()
         self.faults = FaultSet()
+        self._durability = sync_group(root) if root.exists() else None
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -154,7 +161,7 @@ class LocalDisk:
             if not replaced:
                 self.used += size
         try:
-            self._write_file(path, header, payload)
+            self._write_file(path, header, payload, replaced)
         except BaseException:
             if not replaced:
                 with self._lock:
@@ -163,11 +170,12 @@ class LocalDisk:
         return size
 
     def _write_file(
-        self, path: Path, header: FragmentHeader, payload: bytes | memoryview
+        self, path: Path, header: FragmentHeader, payload: bytes | memoryview, replacing: bool
     ) -> None:
         self._ensure_dir(path.parent)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        renamed = False
         try:
             self.faults.hit("write", str(path))
             view = memoryview(header.pack() + bytes(payload)) if len(payload) < 65536 else None
@@ -177,18 +185,25 @@ class LocalDisk:
                 _write_all(fd, memoryview(header.pack()))
                 _write_all(fd, memoryview(payload))
             self.faults.hit("fsync", str(path))
-            os.fsync(fd)
+            if replacing or self._durability is None:
+                # The old file may be referenced: the new one must be whole before it
+                # takes the name.
+                os.fsync(fd)
+                os.rename(tmp, path)
+                renamed = True
+                fsync_dir(path.parent)
+            else:
+                os.rename(tmp, path)
+                renamed = True
+                self._durability.make_durable(fd, path)
         except BaseException:
+            if not renamed:
+                _unlink_quiet(tmp)
+            elif not replacing:
+                _unlink_quiet(path)  # not durable: nothing may refer to it
+            raise
+        finally:
             os.close(fd)
-            _unlink_quiet(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.rename(tmp, path)
-            fsync_dir(path.parent)
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
 
     def read_fragment(self, extent_id: bytes, index: int) -> bytes:
         """The payload of a fragment, verified against the BLAKE3 in its header."""
