@@ -49,8 +49,11 @@ Model = dict  # name -> Model (a directory) or int (a file id; hard links share 
 
 def assert_cache_true(engine) -> None:
     for (ino,) in engine.db.query("SELECT id FROM inodes"):
-        row = engine.db.get_row(f"SELECT {mino._COLS} FROM inodes WHERE id=?", (ino,))
-        assert mino.get_inode(engine.db, ino) == mino.InodeRow(*row), ino
+        row = mino.InodeRow(*engine.db.get_row(
+            f"SELECT {mino._COLS} FROM inodes WHERE id=?", (ino,)))
+        assert mino.get_inode(engine.db, ino) == row, ino
+        if row.nlink:
+            assert engine.ns.getattr(ino) == engine.ns._make_attr(row), ino
 
 
 def model_at(model: Model, path: tuple[bytes, ...]) -> Model | int:

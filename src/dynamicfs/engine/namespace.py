@@ -24,6 +24,7 @@ from .types import RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLAC
 NAME_MAX = 255
 PATH_MAX = 4096
 _LISTING_TTL = 1.0
+_ATTRS_MAX = 1 << 15
 _LISTING_BATCH = 2000
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
@@ -60,6 +61,8 @@ class Namespace:
         # Unlinked inodes the kernel forgot whose rows wait to be purged (Engine._purge_inodes):
         # no longer there for anyone.
         self.gone: set[int] = set()
+        # ino -> (the row it was made from, Attr): see attr().
+        self._attrs: dict[int, tuple[mino.InodeRow, Attr]] = {}
         # ino -> (when read, entries, next_offset -> index): see readdir.
         self._listings: dict[int, tuple[float, list[tuple[bytes, Attr, int]], dict[int, int]]] = {}
 
@@ -72,6 +75,19 @@ class Namespace:
         return self.overlay(row)
 
     def attr(self, row: mino.InodeRow) -> Attr:
+        # Cached rows are never modified, only replaced: an Attr made from the very same row
+        # object is still exact, and skips a frozen dataclass (~2 µs of every getattr/lookup).
+        made = self._attrs.get(row.id)
+        if made is not None and made[0] is row:
+            return made[1]
+        attr = self._make_attr(row)
+        attrs = self._attrs
+        attrs[row.id] = (row, attr)
+        if len(attrs) > _ATTRS_MAX:
+            del attrs[next(iter(attrs))]
+        return attr
+
+    def _make_attr(self, row: mino.InodeRow) -> Attr:
         return Attr(
             ino=row.id, mode=row.mode, nlink=row.nlink, uid=row.uid, gid=row.gid, rdev=row.rdev,
             size=row.size, blocks=(row.alloc + 511) // 512, blksize=self.blksize,
@@ -148,7 +164,8 @@ class Namespace:
         if offset < 2:
             out.append((b"..", self.getattr(self._parent(ino)), 2))
         for dentry_id, name, row in mino.list_dir_plus(self.db, ino, max(0, offset - 2), limit):
-            out.append((name, self.attr(self.overlay(row)), dentry_id + 2))
+            # Rows read here are fresh objects, never cached: nothing to reuse or keep.
+            out.append((name, self._make_attr(self.overlay(row)), dentry_id + 2))
         return out
 
     # -- creating ----------------------------------------------------------------------------
