@@ -143,7 +143,10 @@ class LocalDisk:
                         part.mkdir()
                     except FileExistsError:
                         pass
-                    fsync_dir(part.parent)
+                    if self._durability is None:
+                        # Otherwise the syncfs that makes the fragment durable covers the
+                        # new directory too: it runs after the mkdir.
+                        fsync_dir(part.parent)
         with self._lock:
             self._known_dirs.add(key)
 

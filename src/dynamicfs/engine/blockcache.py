@@ -156,7 +156,9 @@ class BlockCache:
         self.doomed: dict[bytes, list[tuple[int, int]]] = {}
         # The doomed of the deletion round under way (their files are being removed).
         self.deleting: dict[bytes, list[tuple[int, int]]] = {}
-        self.seal_limiter = trio.CapacityLimiter(4)
+        # Seals mostly wait for their fragments' group syncfs: more in flight make bigger
+        # groups. Each holds one block copy and its fragments, so memory stays bounded.
+        self.seal_limiter = trio.CapacityLimiter(8)
         self.nursery: trio.Nursery | None = None
         self.request_deletion_flush: Callable[[], trio.Event] = lambda: _set_event()
 
