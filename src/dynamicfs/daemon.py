@@ -42,9 +42,10 @@ from .control.mounts import (
     record_mount,
 )
 from .control.protocol import ControlError, NotMounted
-from .engine.pool import CONFIG_NAME, Pool
+from .engine.pool import CONFIG_NAME, SWEEP_INTERVAL, Pool
 from .errors import DynamicFSError, PoolBusy
 from .memory import limit_malloc_arenas
+from .meta import MetadataError
 from .obs.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -220,15 +221,21 @@ async def _stop_on_signal(mnt: Path) -> None:
         request_stop()
 
 
-async def _background_gc(engine: Any) -> None:
-    """One sweep of orphans shortly after mounting (mount-time recovery does not scan disks)."""
+async def _background_gc(engine: Any, due: bool) -> None:
+    """One sweep of orphans shortly after mounting (mount-time recovery does not scan disks),
+    if one is due (see Pool.begin_mount)."""
     import trio
 
     from .maint import gc
 
+    if not due:
+        log.info("background gc: not due (last unmount was clean and a sweep ran within "
+                 "%d h); 'dynamicfs gc' sweeps on demand", SWEEP_INTERVAL // 3600)
+        return
     await trio.sleep(GC_DELAY)
     try:
         report = await gc.collect_online(engine)
+        engine.pool.record_sweep(time.time())
     except Exception:
         # A failed sweep costs only space; it must never take the mount down.
         log.exception("background gc failed")
@@ -248,6 +255,7 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
     from .fuse.operations import Operations
 
     with trio.open_signal_receiver(*SIGNALS) as signals:
+        sweep_due = pool.begin_mount(time.time())
         engine = Engine(pool)
         async with engine.running():
             ops = Operations(engine)
@@ -279,8 +287,14 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
                 record_mount(pool.path, str(mnt), pool.socket_path)
                 log.info("mounted %s on %s", pool.path, mnt)
                 reporter.ready(pool.path, mnt)
-                nursery.start_soon(_background_gc, engine)
+                nursery.start_soon(_background_gc, engine, sweep_due)
             log.info("filesystem unmounted; flushing")
+        if not engine.readonly:
+            try:
+                pool.end_mount()
+            except MetadataError as exc:
+                log.warning("could not record the clean unmount (a sweep runs next time): %s",
+                            exc)
     if not reporter.done:
         raise DynamicFSError("interrupted before the mount was ready")
 

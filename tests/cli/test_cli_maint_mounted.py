@@ -157,3 +157,34 @@ def test_rebuild_metadata_through_the_cli(mounted: Mount) -> None:
     found = sorted((mounted.mnt / "lost+found" / "extents").iterdir())
     blocks = {data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)}
     assert {p.read_bytes() for p in found} == blocks
+
+
+def test_the_sweep_runs_after_a_crash_not_after_a_clean_unmount(tmp_path: Path) -> None:
+    """Walking every fragment file competes with the first minutes of use: a mount sweeps
+    only when the last stop was not a clean unmount (or a day after the last sweep)."""
+    import signal
+    import subprocess
+    import time
+
+    from clihelpers import FUSERMOUNT, make_pool, pid_running
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount(make_pool(tmp_path), mnt)
+    pid = m.mount()  # a new pool was never unmounted cleanly: due
+    try:
+        wait_for(lambda: "background gc: removed 0 orphan" in m.log(), "the first sweep")
+        cli("umount", m.mnt)
+        orphan, tmp = plant(m.pool)
+        pid = m.mount()
+        wait_for(lambda: "background gc: not due" in m.log(), "the skipped sweep in the log")
+        assert orphan.exists() and tmp.exists()
+        os.kill(pid, signal.SIGKILL)  # a crash: the next mount must sweep
+        deadline = time.monotonic() + 10
+        while pid_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], capture_output=True)
+        m.mount()
+        wait_for(lambda: not orphan.exists() and not tmp.exists(), "the sweep after a crash")
+    finally:
+        m.cleanup()

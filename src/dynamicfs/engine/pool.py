@@ -27,6 +27,8 @@ POOL_FORMAT = 1
 CONFIG_NAME = "pool.json"
 SOCKET_NAME = "control.sock"
 DB_NAME = "meta.db"
+# A mount sweeps the disks for orphans after an unclean stop, else at most this often.
+SWEEP_INTERVAL = 24 * 3600.0
 MIN_BLOCK, MAX_BLOCK = 4096, 64 * 1024 * 1024
 
 
@@ -157,6 +159,34 @@ class Pool:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    # -- mount bookkeeping -------------------------------------------------------------------
+
+    def begin_mount(self, now: float) -> bool:
+        """Record (durably) that the pool is mounted; whether an orphan sweep is due.
+
+        A sweep walks every fragment file of every disk, which competes with the first
+        minutes of use. Orphans come from crashes (fragments written for commits that never
+        became durable, interrupted deletions), so the sweep runs after a stop that was not a
+        clean unmount, and otherwise once per SWEEP_INTERVAL (for the rarer sources: a disk
+        that was missing while files were deleted, a failed deletion).
+        """
+        clean = mdisks.get_setting(self.db, "unmounted_cleanly") == "1"
+        last = float(mdisks.get_setting(self.db, "last_gc_sweep") or 0)
+        with self.db.transaction():
+            mdisks.set_setting(self.db, "unmounted_cleanly", "0")
+        self.db.sync()
+        return not clean or now - last >= SWEEP_INTERVAL
+
+    def end_mount(self) -> None:
+        """Record that everything was committed and unmounted cleanly."""
+        with self.db.transaction():
+            mdisks.set_setting(self.db, "unmounted_cleanly", "1")
+        self.db.sync()
+
+    def record_sweep(self, now: float) -> None:
+        with self.db.transaction():
+            mdisks.set_setting(self.db, "last_gc_sweep", str(now))
 
     # -- settings ----------------------------------------------------------------------------
 
