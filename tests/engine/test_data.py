@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
 from conftest import BS, ROOT, fragment_files, read_file, write_file
 
+from dynamicfs.codec import blake3_digest
 from dynamicfs.engine.types import ROOT_CTX, SetAttr
 from dynamicfs.errors import FsError
 from dynamicfs.meta import extents as mext
@@ -293,3 +295,25 @@ def test_statfs_tracks_usage(run_engine):
         assert 4 * BS <= used <= 4 * (BS + 128) + after.frsize, used
 
     run_engine(body, caps=[cap] * 4)
+
+
+def test_a_sequential_reader_gets_several_blocks_fetched_ahead(run_engine):
+    """Finishing a block starts fetching the next ones in parallel (not just the next)."""
+    data = os.urandom(24 * BS)
+
+    async def body(engine):
+        attr = await write_file(engine, b"f", data)
+        cache = engine.data
+        cache.clean = type(cache.clean)(cache.clean.limit)  # forget what the writes cached
+        ahead = cache.readahead_blocks
+        assert ahead >= 4
+        fh, _ = await engine.open(attr.ino, os.O_RDONLY)
+        assert await engine.read(fh, 0, BS) == data[:BS]
+        await trio.sleep(0.5)
+        cached = [i for i in range(24) if cache.clean.get(blake3_digest(
+            data[i * BS:(i + 1) * BS])) is not None]
+        assert cached == list(range(min(24, 1 + ahead)))
+        assert await engine.read(fh, BS, 23 * BS) == data[BS:]
+        await engine.release(fh)
+
+    run_engine(body)

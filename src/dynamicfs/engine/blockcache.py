@@ -43,6 +43,9 @@ from .dirty import DirtyBlock, materialize
 
 log = logging.getLogger(__name__)
 
+# How far ahead of a sequential reader blocks are fetched (clean cache permitting).
+READAHEAD_BYTES = 4 << 20
+
 
 @dataclass(eq=False)
 class PendingExtent:
@@ -151,6 +154,7 @@ class BlockCache:
         self._loading: dict[bytes, trio.Event] = {}
         self.seals_running = 0
         self._prefetching: set[tuple[int, int]] = set()
+        self.readahead_blocks = max(1, min(16, READAHEAD_BYTES // block_size))
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
         self.doomed: dict[bytes, list[tuple[int, int]]] = {}
@@ -309,7 +313,10 @@ class BlockCache:
             stop = min(bs, end - idx * bs)
             data = await self.block(fs, idx)
             if stop == bs:
-                self._readahead(fs, idx + 1)
+                # A reader that finished a block reads on: fetch the next few in parallel, so
+                # fragment reads and verification overlap the kernel's consumption.
+                for ahead in range(idx + 1, idx + 1 + self.readahead_blocks):
+                    self._readahead(fs, ahead)
             chunk = b"" if data is None else bytes(data[start:stop])
             if len(chunk) < stop - start:
                 chunk += bytes(stop - start - len(chunk))
