@@ -250,13 +250,14 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
     import trio
 
     from .control.server import ControlServer
-    from .engine.filesystem import Engine
-    from .fuse.mount import serve_fuse
+    from .engine.filesystem import DEFAULT_CACHE_SIZE, Engine
+    from .fuse.mount import engine_options, serve_fuse
     from .fuse.operations import Operations
 
     with trio.open_signal_receiver(*SIGNALS) as signals:
+        options, own = engine_options(options)
         sweep_due = pool.begin_mount(time.time())
-        engine = Engine(pool)
+        engine = Engine(pool, cache_size=own.get("cache_size", DEFAULT_CACHE_SIZE))
         async with engine.running():
             ops = Operations(engine)
             engine.invalidator = ops

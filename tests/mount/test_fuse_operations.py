@@ -157,6 +157,19 @@ def test_build_options() -> None:
             build_options(bad)
 
 
+def test_cache_size_is_dynamicfs_own_option() -> None:
+    from dynamicfs.fuse.mount import engine_options
+
+    opts = build_options(["noatime,cache_size=512M"])
+    fuse, own = engine_options(opts)
+    assert own == {"cache_size": 512 << 20}
+    assert "noatime" in fuse and not any(o.startswith("cache_size") for o in fuse)
+    assert engine_options(build_options([]))[1] == {}
+    for bad in (["cache_size"], ["cache_size=1M"], ["cache_size=lots"]):
+        with pytest.raises(DynamicFSError, match="cache_size|invalid size"):
+            build_options(bad)
+
+
 def test_is_mounted() -> None:
     assert is_mounted(Path("/"))
     assert not is_mounted(Path("/surely/not/a/mountpoint"))

@@ -108,7 +108,10 @@ class FileState:
 
 
 class CleanCache:
-    """An LRU of verified extent plaintexts, keyed by digest, bounded in bytes."""
+    """An LRU of verified extent plaintexts, keyed by digest, bounded in bytes.
+
+    The bound moves: clean data gets whatever part of the cache dirty data does not hold.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -126,6 +129,13 @@ class CleanCache:
             return
         self._items[digest] = data
         self.used += len(data)
+        self._evict()
+
+    def resize(self, limit: int) -> None:
+        self.limit = max(0, limit)
+        self._evict()
+
+    def _evict(self) -> None:
         while self.used > self.limit:
             _, old = self._items.popitem(last=False)
             self.used -= len(old)
@@ -144,9 +154,13 @@ class BlockCache:
         self.bs = block_size
         self.default_policy = default_policy
         self.files: dict[int, FileState] = {}
-        self.clean = CleanCache(cache_size // 2)
+        # One budget, as in ZFS's ARC: dirty data may take up to half of it (then writers
+        # wait for seals), clean data the rest of whatever dirty data does not use. A random
+        # reader whose working set fits the cache then stops reading from the disks.
+        self.cache_size = cache_size
+        self.clean = CleanCache(cache_size)
         self.dirty_limit = max(cache_size // 2, 4 * block_size)
-        self.dirty_bytes = 0
+        self._dirty_bytes = 0
         self._space_freed = trio.Condition()
         self._zero = bytes(block_size)
         self._pending_by_digest: dict[bytes, PendingExtent] = {}
@@ -165,6 +179,15 @@ class BlockCache:
         self.seal_limiter = trio.CapacityLimiter(8)
         self.nursery: trio.Nursery | None = None
         self.request_deletion_flush: Callable[[], trio.Event] = lambda: _set_event()
+
+    @property
+    def dirty_bytes(self) -> int:
+        return self._dirty_bytes
+
+    @dirty_bytes.setter
+    def dirty_bytes(self, value: int) -> None:
+        self._dirty_bytes = value
+        self.clean.resize(self.cache_size - value)
 
     # -- file state --------------------------------------------------------------------------
 

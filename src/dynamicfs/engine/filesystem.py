@@ -621,7 +621,8 @@ class Engine:
         report = self.pool.status()
         report.update({
             "mounted": True, "readonly": self.readonly, "open_files": len(self.opens),
-            "cache": {"dirty_bytes": self.data.dirty_bytes, "clean_bytes": self.data.clean.used,
+            "cache": {"size": self.data.cache_size, "dirty_bytes": self.data.dirty_bytes,
+                      "clean_bytes": self.data.clean.used,
                       "files": len(self.data.files)},
             "counters": self.stats.snapshot(),
         })

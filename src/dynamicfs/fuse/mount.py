@@ -19,6 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from ..engine.pool import parse_size
 from ..errors import DynamicFSError
 from .operations import Operations
 
@@ -40,6 +41,20 @@ REFUSED = {
 }
 # Pairs where giving both is a contradiction libfuse would settle silently.
 CONFLICTS = [("ro", "rw"), ("allow_other", "allow_root")]
+# Options DynamicFS itself takes (never passed to libfuse): name -> smallest value.
+ENGINE_OPTIONS = {"cache_size": 16 << 20}
+
+
+def engine_options(options: set[str]) -> tuple[set[str], dict[str, int]]:
+    """Split what build_options returned into FUSE options and DynamicFS's own."""
+    fuse, own = set(), {}
+    for item in options:
+        key, _, value = item.partition("=")
+        if key in ENGINE_OPTIONS:
+            own[key] = int(value)
+        else:
+            fuse.add(item)
+    return fuse, own
 
 
 def build_options(user_options: list[str]) -> set[str]:
@@ -53,6 +68,13 @@ def build_options(user_options: list[str]) -> set[str]:
             key, sep, value = item.partition("=")
             if key in REFUSED:
                 raise DynamicFSError(f"mount option '{key}' refused: {REFUSED[key]}")
+            if key in ENGINE_OPTIONS:
+                size = parse_size(value) if sep else 0
+                if size < ENGINE_OPTIONS[key]:
+                    raise DynamicFSError(f"mount option '{key}' needs a size of at least "
+                                         f"{ENGINE_OPTIONS[key] >> 20}M, e.g. {key}=512M")
+                opts[key] = str(size)
+                continue
             opts[key] = value if sep else None
     for a, b in CONFLICTS:
         if a in opts and b in opts:
