@@ -7,6 +7,7 @@ control.sock (while mounted), daemon.log.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import time
@@ -190,8 +191,9 @@ class Pool:
 
     # -- settings ----------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def block_size(self) -> int:
+        # Fixed at init; asked for by every attribute reply, so not a query each time.
         return int(mdisks.get_setting(self.db, "block_size") or 1 << 20)
 
     @property
