@@ -180,3 +180,30 @@ def test_inode_cache_matches_sqlite_after_any_transactions(tmp_path_factory, ste
         for ino in inos:
             assert mino.get_inode(db, ino) == _fresh(db, ino), (kind, ops, fail)
     db.close()
+
+
+def test_sync_keeps_sqlites_posix_locks(tmp_path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    included. If sync() opened and closed the WAL, another process's connection would believe
+    itself the last one when it closes, checkpoint and delete the WAL under the mount."""
+    import subprocess
+    import sys
+
+    from dynamicfs.meta import Database
+
+    path = tmp_path / "m.db"
+    db = Database(path, create=True)
+    try:
+        with db.transaction():
+            db.execute("INSERT INTO settings (key, value) VALUES ('x', '1')")
+        db.sync()
+        with db.transaction():
+            db.execute("UPDATE settings SET value='2' WHERE key='x'")
+        db.sync()
+        code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                "c.execute('SELECT * FROM settings').fetchall(); c.close()")
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+        assert (tmp_path / "m.db-wal").exists()
+        assert db.get_val("SELECT value FROM settings WHERE key='x'") == "2"
+    finally:
+        db.close()

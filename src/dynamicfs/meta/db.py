@@ -46,6 +46,9 @@ class Database:
         self._ckpt_lock = threading.Lock()
         self._ckpt_conn: sqlite3.Connection | None = None
         self._depth = 0
+        self.commits = 0  # transactions committed on this connection (checkpoint pacing)
+        self._fd_lock = threading.Lock()
+        self._sync_fds: dict[str, int] = {}
         self.path = path
         self.on_failure: Callable[[sqlite3.Error], None] = lambda exc: None
         if create:
@@ -96,6 +99,7 @@ class Database:
                 self._depth -= 1
                 if self._depth == 0:
                     self.conn.execute("COMMIT")
+                    self.commits += 1
             except sqlite3.Error as exc:
                 if self._depth == 0 and self.conn.in_transaction:
                     try:
@@ -134,14 +138,27 @@ class Database:
         group commit of fsync(2) calls, see docs/concurrency.md).
         """
         for suffix in ("-wal", ""):
-            try:
-                fd = os.open(f"{self.path}{suffix}", os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
+            fd = self._sync_fd(suffix)
+            if fd is not None:
                 os.fsync(fd)
-            finally:
-                os.close(fd)
+
+    def _sync_fd(self, suffix: str) -> int | None:
+        """A descriptor of the database file (or its WAL) kept open until close().
+
+        Never opened and closed per sync: closing any descriptor of a file drops every POSIX
+        lock this process holds on it, SQLite's own included. Another process's connection
+        (a read-only CLI command) would then take itself for the last one when it closes,
+        checkpoint and delete the WAL the mount is still writing to.
+        """
+        with self._fd_lock:
+            fd = self._sync_fds.get(suffix)
+            if fd is None:
+                try:
+                    fd = os.open(f"{self.path}{suffix}", os.O_RDONLY)
+                except FileNotFoundError:
+                    return None
+                self._sync_fds[suffix] = fd
+            return fd
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (PASSIVE: never waits for, or blocks, writers).
@@ -183,3 +200,8 @@ class Database:
                 self._ckpt_conn = None
         with self.lock:
             self.conn.close()
+        # Only now: SQLite's connections are closed, so no lock of theirs can be dropped.
+        with self._fd_lock:
+            for fd in self._sync_fds.values():
+                os.close(fd)
+            self._sync_fds.clear()
