@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_SIZE = 256 << 20
 COMMIT_INTERVAL = 5.0
 METADATA_COPY_INTERVAL = 300.0
-CHECKPOINT_COMMITS = 500
 # Below this much usable space (plus twice the dirty data) close() waits for its file's seals.
 _NEAR_FULL = 256 << 20
 # Unlinked-but-open inodes and the like stay far below this; it is what statfs reports.
@@ -135,7 +134,6 @@ class Engine:
             self._nursery = nursery
             self.data.nursery = nursery
             nursery.start_soon(self._commit_loop)
-            nursery.start_soon(self._checkpoint_loop)
             try:
                 yield self
             finally:
@@ -169,19 +167,6 @@ class Engine:
         if self.data.doomed:
             log.info("recovery: %d unreferenced extents queued for deletion",
                      len(self.data.doomed))
-
-    async def _checkpoint_loop(self) -> None:
-        """Checkpoint the WAL after every CHECKPOINT_COMMITS transactions, not only at the
-        commit timer: a namespace transaction appends ~25 KB of pages, so a burst of creates
-        grew the WAL by >100 MiB between timer ticks, and every commit got slower as the WAL
-        index grew (42 against 30 us). PASSIVE, in a thread, on its own connection: it never
-        blocks the trio thread's commits (and a checkpoint only makes more durable)."""
-        last = self.db.commits
-        while True:
-            await trio.sleep(0.2)
-            if self.db.commits - last >= CHECKPOINT_COMMITS:
-                last = self.db.commits
-                await trio.to_thread.run_sync(self.db.checkpoint)
 
     async def _commit_loop(self) -> None:
         last_copy = trio.current_time()

@@ -46,7 +46,6 @@ class Database:
         self._ckpt_lock = threading.Lock()
         self._ckpt_conn: sqlite3.Connection | None = None
         self._depth = 0
-        self.commits = 0  # transactions committed on this connection (checkpoint pacing)
         self._fd_lock = threading.Lock()
         self._sync_fds: dict[str, int] = {}
         self.path = path
@@ -99,7 +98,6 @@ class Database:
                 self._depth -= 1
                 if self._depth == 0:
                     self.conn.execute("COMMIT")
-                    self.commits += 1
             except sqlite3.Error as exc:
                 if self._depth == 0 and self.conn.in_transaction:
                     try:
