@@ -136,29 +136,16 @@ def test_capacity_cap_holds_under_concurrent_writers(tmp_path):
     assert stored <= 2 and disk.used <= disk.capacity_cap
 
 
-def test_a_fragment_that_could_not_be_made_durable_is_removed(disk, monkeypatch):
-    """A new fragment is renamed into place before its group syncfs; if that fails, the file
-    must not stay under the fragment name (nothing may refer to a fragment not durable)."""
+def test_a_fragment_whose_name_could_not_be_made_durable_is_removed(disk, monkeypatch):
+    """The fragment is fsynced and renamed into place, then its directory is fsynced; if that
+    fails, the file must not stay under the fragment name (nothing may refer to it)."""
     from dynamicfs.disks import durability
 
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, "syncfs: I/O error")
+    def failing(path) -> None:
+        raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(durability, "syncfs", failing)
+    monkeypatch.setattr(durability, "fsync_dir", failing)
     with pytest.raises(OSError):
         write(disk, b"payload")
-    assert list(disk.iter_fragment_files()) == []
+    assert [p for p in disk.iter_fragment_files()] == []
     assert disk.used == 0
-
-
-def test_replacing_a_fragment_fsyncs_before_the_rename(disk, monkeypatch):
-    """A heal rewrites a fragment metadata may refer to: it never goes through the group
-    (which renames first), so a crash cannot leave the referenced name torn."""
-    from dynamicfs.disks import durability
-
-    header = write(disk, b"payload")
-    calls: list[int] = []
-    monkeypatch.setattr(durability, "syncfs", lambda fd: calls.append(fd))
-    disk.write_fragment(header, b"payload")
-    assert calls == []
-    assert disk.read_fragment(header.extent_id, header.index) == b"payload"

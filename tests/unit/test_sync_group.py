@@ -1,45 +1,35 @@
-"""Group durability of fragment writes (disks/durability.py)."""
+"""Shared directory fsyncs of fragment writes (disks/durability.py)."""
 
 from __future__ import annotations
 
 import errno
-import os
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from dynamicfs.disks import durability
 from dynamicfs.disks.durability import SyncGroup
 
 
-def _write(path: Path) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, b"x" * 4096)
-    return fd
+def test_concurrent_writers_share_directory_fsyncs(tmp_path: Path, monkeypatch) -> None:
+    synced: list[str] = []
+    real = durability.fsync_dir
 
-
-def test_concurrent_writers_share_rounds(tmp_path: Path, monkeypatch) -> None:
-    calls: list[int] = []
-    real = durability.syncfs
-
-    def slow_syncfs(fd: int) -> None:
-        calls.append(fd)
+    def slow_fsync_dir(path: Path) -> None:
+        synced.append(str(path))
         time.sleep(0.02)  # long enough for the other writers to queue behind the leader
-        real(fd)
+        real(path)
 
-    monkeypatch.setattr(durability, "syncfs", slow_syncfs)
+    monkeypatch.setattr(durability, "fsync_dir", slow_fsync_dir)
     group = SyncGroup()
+    dirs = [tmp_path / f"d{i % 2}" for i in range(16)]
+    for d in set(dirs):
+        d.mkdir()
     done: list[int] = []
 
     def writer(i: int) -> None:
-        fd = _write(tmp_path / f"f{i}")
-        try:
-            group.make_durable(fd, tmp_path / f"f{i}")
-            done.append(i)
-        finally:
-            os.close(fd)
+        group.sync_dir(dirs[i])
+        done.append(i)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
     for t in threads:
@@ -47,63 +37,46 @@ def test_concurrent_writers_share_rounds(tmp_path: Path, monkeypatch) -> None:
     for t in threads:
         t.join(10)
     assert sorted(done) == list(range(16))
-    # Every writer returned after a syncfs that began after its write; most shared one.
-    assert 1 <= len(calls) == group.rounds < 16
+    # Every writer returned after an fsync of its directory that began after it asked; a
+    # round fsyncs each directory once, so 16 writers over 2 directories need far fewer.
+    assert set(synced) == {str(d) for d in set(dirs)}
+    assert len(synced) < 16 and group.rounds < 16
 
 
-def test_a_failed_round_fails_every_writer_in_it(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_directory_fails_only_its_writers(tmp_path: Path, monkeypatch) -> None:
     gate = threading.Event()
     entered = threading.Event()
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    bad.mkdir()
+    good.mkdir()
 
-    def failing_syncfs(fd: int) -> None:
+    def fsync_dir(path: Path) -> None:
         entered.set()
         gate.wait(5)
-        raise OSError(errno.EIO, "syncfs: I/O error")
+        if path == bad:
+            raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(durability, "syncfs", failing_syncfs)
+    monkeypatch.setattr(durability, "fsync_dir", fsync_dir)
     group = SyncGroup()
-    errors: dict[int, int] = {}
+    results: dict[int, int] = {}
 
-    def writer(i: int) -> None:
-        fd = _write(tmp_path / f"f{i}")
+    def writer(i: int, d: Path) -> None:
         try:
-            group.make_durable(fd, tmp_path / f"f{i}")
+            group.sync_dir(d)
+            results[i] = 0
         except OSError as exc:
-            errors[i] = exc.errno or 0
-        finally:
-            os.close(fd)
+            results[i] = exc.errno or -1
 
-    leader = threading.Thread(target=writer, args=(0,))
+    leader = threading.Thread(target=writer, args=(0, good))
     leader.start()
     assert entered.wait(5)
-    # These queue behind the failing round and lead the next ones, which fail too.
-    others = [threading.Thread(target=writer, args=(i,)) for i in range(1, 4)]
+    # These queue behind the first round and share the next one.
+    others = [threading.Thread(target=writer, args=(i, bad if i % 2 else good))
+              for i in range(1, 5)]
     for t in others:
         t.start()
     time.sleep(0.05)
     gate.set()
     for t in [leader, *others]:
         t.join(10)
-    assert errors == {i: errno.EIO for i in range(4)}
-
-
-def test_without_syncfs_each_writer_fsyncs(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(durability, "_syncfs", None)
-    synced: list[int] = []
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
-    group = SyncGroup()
-    fd = _write(tmp_path / "f")
-    try:
-        group.make_durable(fd, tmp_path / "f")
-    finally:
-        os.close(fd)
-    assert fd in synced and group.rounds == 0
-
-
-@pytest.mark.skipif(durability._syncfs is None, reason="no syncfs(2) in this C library")
-def test_real_syncfs_works_here(tmp_path: Path) -> None:
-    fd = _write(tmp_path / "f")
-    try:
-        SyncGroup().make_durable(fd, tmp_path / "f")
-    finally:
-        os.close(fd)
+    assert results == {0: 0, 1: errno.EIO, 2: 0, 3: errno.EIO, 4: 0}

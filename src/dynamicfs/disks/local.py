@@ -1,14 +1,10 @@
 """A disk that is a local directory: label, `fragments/` tree, space accounting.
 
-Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. A new fragment is written
-under a temporary name in the same directory, renamed into place and then made durable with
-the other writers on its filesystem (one syncfs(2) for all of them, see durability.py); the
-write returns only then, so a fragment is durable before any metadata can name it (invariant 1
-of DESIGN.md). A crash before that point can leave a partial file under a fragment name; no
-durable metadata refers to it, reads would reject it (its header and payload are checksummed)
-and GC removes it as an orphan. Replacing an existing fragment (a heal) fsyncs the new file
-before the rename, so a referenced fragment is never torn. Temporary names start with ".tmp."
-so that GC can tell interrupted writes from fragments.
+Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. Every write goes to a
+temporary name in the same directory, is fsynced, renamed into place and the directory
+fsynced (that last fsync shared with the other writers on the filesystem, see durability.py),
+so a fragment is either wholly there or absent (invariant 1 of DESIGN.md). Temporary names
+start with ".tmp." so that GC can tell interrupted writes from fragments.
 """
 
 from __future__ import annotations
@@ -143,10 +139,7 @@ class LocalDisk:
                         part.mkdir()
                     except FileExistsError:
                         pass
-                    if self._durability is None:
-                        # Otherwise the syncfs that makes the fragment durable covers the
-                        # new directory too: it runs after the mkdir.
-                        fsync_dir(part.parent)
+                    self._sync_dir(part.parent)
         with self._lock:
             self._known_dirs.add(key)
 
@@ -188,25 +181,24 @@ class LocalDisk:
                 _write_all(fd, memoryview(header.pack()))
                 _write_all(fd, memoryview(payload))
             self.faults.hit("fsync", str(path))
-            if replacing or self._durability is None:
-                # The old file may be referenced: the new one must be whole before it
-                # takes the name.
-                os.fsync(fd)
-                os.rename(tmp, path)
-                renamed = True
-                fsync_dir(path.parent)
-            else:
-                os.rename(tmp, path)
-                renamed = True
-                self._durability.make_durable(fd, path)
+            os.fsync(fd)
+            os.rename(tmp, path)
+            renamed = True
+            self._sync_dir(path.parent)
         except BaseException:
             if not renamed:
                 _unlink_quiet(tmp)
             elif not replacing:
-                _unlink_quiet(path)  # not durable: nothing may refer to it
+                _unlink_quiet(path)  # its name may not be durable: nothing may refer to it
             raise
         finally:
             os.close(fd)
+
+    def _sync_dir(self, directory: Path) -> None:
+        if self._durability is not None:
+            self._durability.sync_dir(directory)
+        else:
+            fsync_dir(directory)
 
     def read_fragment(self, extent_id: bytes, index: int) -> bytes:
         """The payload of a fragment, verified against the BLAKE3 in its header."""
