@@ -10,8 +10,10 @@ Extended attributes are forwarded because a filesystem that has them pays a FUSE
 per write(2): the kernel asks GETXATTR security.capability before every write (to drop file
 capabilities), unless the filesystem once answered ENOSYS to GETXATTR (then never again), or
 negotiated FUSE_HANDLE_KILLPRIV_V2, which pyfuse3 cannot. A passthrough without xattrs would
-measure a floor that no xattr-capable FUSE filesystem in Python can reach. It is inode-based: the FUSE inode is the
-source file's st_ino (the root is pyfuse3.ROOT_INODE), mapped to the path it was looked up at.
+measure a floor that no xattr-capable FUSE filesystem in Python can reach.
+
+It is inode-based: the FUSE inode is the source file's st_ino (the root is pyfuse3.ROOT_INODE),
+mapped to the path it was looked up at.
 Syscalls run on the trio thread, like pyfuse3's own example: this is the floor cost of FUSE in
 Python, not a model filesystem.
 
