@@ -207,3 +207,24 @@ def test_sync_keeps_sqlites_posix_locks(tmp_path) -> None:
         assert db.get_val("SELECT value FROM settings WHERE key='x'") == "2"
     finally:
         db.close()
+
+
+def test_the_wal_stays_bounded_under_a_writer_that_never_pauses(tmp_path, monkeypatch) -> None:
+    """A PASSIVE checkpoint never catches up with a busy writer; the commits themselves
+    checkpoint past WAL_LIMIT_PAGES, so the WAL cannot grow without bound."""
+    from dynamicfs.meta import db as mdb
+    from dynamicfs.meta.db import Database
+
+    monkeypatch.setattr(mdb, "WAL_LIMIT_PAGES", 256)  # 1 MiB: small enough to pass quickly
+    path = tmp_path / "m.db"
+    db = Database(path, create=True)
+    try:
+        blob = "x" * 3000
+        for i in range(3000):  # one or two pages per transaction: ~4,000 frames written
+            with db.transaction():
+                db.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (f"k{i}", blob))
+        assert db.get_val("PRAGMA wal_autocheckpoint") == 256
+        # Without the limit this WAL would hold every frame (>12 MiB); with it, about 1 MiB.
+        assert (tmp_path / "m.db-wal").stat().st_size <= 2 * 256 * 4096
+    finally:
+        db.close()

@@ -12,6 +12,9 @@ from typing import Any
 
 from .schema import SCHEMA, SCHEMA_VERSION
 
+# Pages the WAL may hold before a commit checkpoints it (32 MiB with 4 KiB pages).
+WAL_LIMIT_PAGES = 8192
+
 
 class MetadataError(Exception):
     """The metadata database is missing, of a newer format, or unusable."""
@@ -39,7 +42,13 @@ class Database:
             self.conn.execute("PRAGMA foreign_keys=OFF")
             self.conn.execute("PRAGMA cache_size=-65536")
             if not readonly:
-                self.conn.execute("PRAGMA wal_autocheckpoint=0")
+                # The commit timer checkpoints in a thread (PASSIVE), but a PASSIVE checkpoint
+                # never catches up with a writer that does not pause: filling a pool with a
+                # million files grew the WAL to 17 GB. Past WAL_LIMIT_PAGES the committing
+                # thread checkpoints itself, as SQLite does by default (at 1,000 pages): a
+                # stall of some milliseconds per 32 MiB written, and a bounded WAL.
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT_PAGES}")
+                self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_PAGES * 4096}")
         except sqlite3.Error as exc:
             raise MetadataError(f"cannot open metadata database {path}: {exc}") from exc
         self.lock = threading.RLock()
@@ -162,7 +171,8 @@ class Database:
         """Copy the WAL into the database file (PASSIVE: never waits for, or blocks, writers).
 
         Runs in a worker thread on a connection of its own, so the trio thread's commits are
-        not held up; automatic checkpoints inside COMMIT are turned off for the same reason.
+        not held up; a commit checkpoints by itself only when the WAL passes WAL_LIMIT_PAGES
+        (a writer that never pauses leaves a PASSIVE checkpoint behind).
         """
         with self._ckpt_lock:
             if self._ckpt_conn is None:
