@@ -628,6 +628,8 @@ def write_markdown(data: dict, path: Path) -> None:
               f"{cfg['runtime']} s random I/O, {cfg['seq_size'] // MiB} MiB sequential, "
               f"{cfg['scan_files']:,}-file scan pool, {cfg['rounds']} round(s)). "
               "Run the full suite for figures to quote.", ""]
+    if cfg.get("note"):
+        L += [f"**Note on this run:** {cfg['note']}", ""]
     L += [f"Run: {data['started']} – {data['finished']} (UTC)", "",
           "## Machine", "",
           f"- `{m['uname']}`", f"- CPU: {m['cpu']} ({m['cpus']} CPUs)",
@@ -821,7 +823,12 @@ def main() -> int:
                     if t.kind != "raw":
                         cpu.setdefault(w.name, {}).setdefault(t.name, []).append(used)
         if do_scan:
-            scan_res = run_scan(cfg, targets, args.rounds)
+            try:
+                scan_res = run_scan(cfg, targets, args.rounds)
+            except KeyboardInterrupt:
+                # The rounds took an hour: an interrupted scan must not throw them away.
+                console.print("[red]scan interrupted: reporting the rounds without it[/]")
+                do_scan = False
     except KeyboardInterrupt:
         console.print("[red]interrupted: unmounting[/]")
         raise
