@@ -44,7 +44,7 @@ from .control.mounts import (
 from .control.protocol import ControlError, NotMounted
 from .engine.pool import CONFIG_NAME, SWEEP_INTERVAL, Pool
 from .errors import DynamicFSError, PoolBusy
-from .memory import limit_malloc_arenas
+from .memory import limit_malloc_arenas, trim_malloc
 from .meta import MetadataError
 from .obs.log import setup_logging
 
@@ -57,6 +57,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Crash leftovers are swept this long after mounting: late enough not to compete with
 # whatever the user does right after the mount, early enough that nobody has to run gc.
 GC_DELAY = 5.0
+TRIM_INTERVAL = float(os.environ.get("DFS_TRIM", "1.0"))
 
 
 def fusermount() -> str | None:
@@ -221,6 +222,15 @@ async def _stop_on_signal(mnt: Path) -> None:
         request_stop()
 
 
+async def _trim_memory() -> None:
+    """Return freed heap pages to the kernel every TRIM_INTERVAL (see memory.trim_malloc)."""
+    import trio
+
+    while True:
+        await trio.sleep(TRIM_INTERVAL)
+        await trio.to_thread.run_sync(trim_malloc)
+
+
 async def _background_gc(engine: Any, due: bool) -> None:
     """One sweep of orphans shortly after mounting (mount-time recovery does not scan disks),
     if one is due (see Pool.begin_mount)."""
@@ -289,6 +299,7 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
                 log.info("mounted %s on %s", pool.path, mnt)
                 reporter.ready(pool.path, mnt)
                 nursery.start_soon(_background_gc, engine, sweep_due)
+                nursery.start_soon(_trim_memory)
             log.info("filesystem unmounted; flushing")
         if not engine.readonly:
             try:

@@ -35,3 +35,27 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
         log.warning("mallopt(M_ARENA_MAX, %d) failed; memory use may be higher", arenas)
         return False
     return True
+
+
+def trim_malloc() -> None:
+    """Give freed heap memory back to the kernel (glibc's malloc_trim; a no-op elsewhere).
+
+    With one arena, freed block buffers in the middle of the heap stay resident: glibc only
+    returns the top of the heap by itself, while malloc_trim also releases every whole free
+    page inside it.
+    """
+    global _trim
+    if _trim is None:
+        try:
+            fn = ctypes.CDLL(None).malloc_trim
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = ctypes.c_int
+            _trim = fn
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim = None  # the malloc_trim function, False where there is none
+

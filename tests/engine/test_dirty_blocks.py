@@ -96,3 +96,28 @@ def test_writes_during_a_commit_cut_land_in_the_next_commit(run_engine):
         await engine.forget([(attr.ino, 1)])
 
     run_engine(body)
+
+
+def test_only_blocks_written_in_pieces_stay_in_the_clean_cache(run_engine):
+    """Whole blocks written sequentially are not kept after sealing (the kernel's page cache
+    has them; keeping them doubled the daemon's memory during large writes); a block written
+    in pieces is, since its next partial write needs it as the base."""
+    from dynamicfs.codec import blake3_digest
+
+    whole = os.urandom(4 * BS)
+
+    async def body(engine):
+        attr = await write_file(engine, b"seq", whole)
+        cache = engine.data.clean
+        assert all(cache.get(blake3_digest(whole[i * BS:(i + 1) * BS])) is None
+                   for i in range(4))
+        fh, _ = await engine.open(attr.ino, os.O_RDWR)
+        await engine.write(fh, 100, b"patch")
+        await engine.fsync(fh, False)
+        patched = bytearray(whole[:BS])
+        patched[100:105] = b"patch"
+        assert cache.get(blake3_digest(bytes(patched))) == bytes(patched)
+        await engine.release(fh)
+        await engine.forget([(attr.ino, 1)])
+
+    run_engine(body)
