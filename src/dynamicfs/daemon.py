@@ -57,7 +57,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Crash leftovers are swept this long after mounting: late enough not to compete with
 # whatever the user does right after the mount, early enough that nobody has to run gc.
 GC_DELAY = 5.0
-TRIM_INTERVAL = float(os.environ.get("DFS_TRIM", "1.0"))
+TRIM_INTERVAL = 1.0  # seconds between malloc_trim calls (memory.trim_malloc)
 
 
 def fusermount() -> str | None:
