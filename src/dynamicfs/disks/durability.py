@@ -37,11 +37,6 @@ class SyncGroup:
         self._failed: deque[tuple[int, int, dict[str, OSError]]] = deque(maxlen=64)
         self.rounds = 0
 
-    def make_durable(self, fd: int, path: Path) -> None:
-        """Return once the file open at `fd`, already renamed to `path`, is durable."""
-        os.fsync(fd)
-        self.sync_dir(path.parent)
-
     def sync_dir(self, directory: Path) -> None:
         """Return once the entries of `directory` made before this call are durable."""
         key = str(directory)
