@@ -26,9 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
@@ -38,8 +36,9 @@ from ..meta import Database
 from ..meta import extents as mext
 from ..meta import inodes as mino
 from ..obs.stats import Stats
-from ..store.extents import ExtentStore, ExtentUnreadable, SealedExtent
+from ..store.extents import ExtentStore, ExtentUnreadable
 from .dirty import DirtyBlock, materialize
+from .filestate import CleanCache, FileState, PendingBlock, PendingExtent
 
 log = logging.getLogger(__name__)
 
@@ -47,100 +46,6 @@ log = logging.getLogger(__name__)
 READAHEAD_BYTES = 4 << 20
 # Files whose block digests reads remember at once (then the memory is started afresh).
 _DIGEST_FILES = 4096
-
-
-@dataclass(eq=False)
-class PendingExtent:
-    """An extent some uncommitted block map will point at, shared by all its users.
-
-    `sealed` holds fragments this mount wrote (not yet in the database); `extent_id` is set
-    once a database row exists. While `users` > 0 the extent is pinned: a refcount drop to zero
-    does not free it, since a commit is about to reference it.
-    """
-
-    digest: bytes
-    length: int
-    sealed: SealedExtent | None
-    extent_id: int | None
-    users: int = 0
-
-
-@dataclass(eq=False)
-class PendingBlock:
-    extent: PendingExtent | None  # None: the block becomes a hole
-    gen: int
-
-
-@dataclass(eq=False)
-class FileState:
-    """The in-memory state of one file with uncommitted or cached changes."""
-
-    ino: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    policy: Policy
-    clock: int = 0
-    dirty: dict[int, DirtyBlock[PendingExtent]] = field(default_factory=dict)
-    dirty_gen: dict[int, int] = field(default_factory=dict)
-    sealing: dict[int, trio.Event] = field(default_factory=dict)
-    pending: dict[int, PendingBlock] = field(default_factory=dict)
-    # Committed blocks at or after this index are gone (a truncate not yet committed).
-    trunc_from: int | None = None
-    # (first cut block, clock at the cut): seal results older than a cut are stale.
-    cuts: list[tuple[int, int]] = field(default_factory=list)
-    # Newest generation committed per block: an older seal finishing late is stale too.
-    committed_gen: dict[int, int] = field(default_factory=dict)
-    # Bumped by every change of size/times, and by every truncate; a commit compares them
-    # with the values at its cut to know whether it captured the newest state.
-    meta_gen: int = 0
-    committed_meta_gen: int = 0
-    trunc_gen: int = 0
-    error: int | None = None
-    commit_lock: trio.Lock = field(default_factory=trio.Lock)
-
-    def tick(self) -> int:
-        self.clock += 1
-        return self.clock
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.dirty or self.sealing or self.pending or self.trunc_from is not None
-                    or self.meta_gen != self.committed_meta_gen)
-
-
-class CleanCache:
-    """An LRU of verified extent plaintexts, keyed by digest, bounded in bytes.
-
-    The bound moves: clean data gets whatever part of the cache dirty data does not hold.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._items: OrderedDict[bytes, bytes] = OrderedDict()
-
-    def get(self, digest: bytes) -> bytes | None:
-        data = self._items.get(digest)
-        if data is not None:
-            self._items.move_to_end(digest)
-        return data
-
-    def put(self, digest: bytes, data: bytes) -> None:
-        if len(data) > self.limit or digest in self._items:
-            return
-        self._items[digest] = data
-        self.used += len(data)
-        self._evict()
-
-    def resize(self, limit: int) -> None:
-        self.limit = max(0, limit)
-        self._evict()
-
-    def _evict(self) -> None:
-        while self.used > self.limit:
-            _, old = self._items.popitem(last=False)
-            self.used -= len(old)
 
 
 class BlockCache:
@@ -283,14 +188,10 @@ class BlockCache:
             data = self.clean.get(digest)
             if data is not None:
                 return data
-        eid = mext.block_extent(self.db, ino, idx)
-        if eid is None:
-            return None
-        ext = mext.get_extent(self.db, eid)
+        ext = self._committed_extent(ino, idx)
         if ext is None:
-            log.error("inode %d block %d points at missing extent %d", ino, idx, eid)
-            raise FsError(errno.EIO)
-        frags = [(f.idx, f.disk) for f in mext.get_fragments(self.db, eid)]
+            return None
+        frags = [(f.idx, f.disk) for f in mext.get_fragments(self.db, ext.id)]
         what = f"inode {ino} block {idx}"
         changes = self._map_changes
         data = await self._extent_data(ext.hash, lambda: self.store.read(
@@ -300,6 +201,17 @@ class BlockCache:
                 self._digests.clear()
             self._digests.setdefault(ino, {})[idx] = ext.hash
         return data
+
+    def _committed_extent(self, ino: int, idx: int) -> mext.ExtentRow | None:
+        """The extent the committed block map names for block idx (None for a hole)."""
+        eid = mext.block_extent(self.db, ino, idx)
+        if eid is None:
+            return None
+        ext = mext.get_extent(self.db, eid)
+        if ext is None:
+            log.error("inode %d block %d points at missing extent %d", ino, idx, eid)
+            raise FsError(errno.EIO)
+        return ext
 
     def _map_changed(self, ino: int) -> None:
         """The block map of `ino` changes: forget what reads learnt of it."""
@@ -398,13 +310,9 @@ class BlockCache:
         elif fs.trunc_from is not None and idx >= fs.trunc_from:
             return None
         else:
-            eid = mext.block_extent(self.db, fs.ino, idx)
-            if eid is None:
-                return None
-            row = mext.get_extent(self.db, eid)
+            row = self._committed_extent(fs.ino, idx)
             if row is None:
-                log.error("inode %d block %d points at missing extent %d", fs.ino, idx, eid)
-                raise FsError(errno.EIO)
+                return None
             pe = self._pending_by_digest.get(row.hash)
             if pe is None:
                 pe = self._pending_by_digest[row.hash] = PendingExtent(
