@@ -377,29 +377,23 @@ class Passthrough(pyfuse3.Operations):
 
     # -- extended attributes (see the module docstring for why they are here) ------------------
 
-    async def getxattr(self, inode, name, ctx):
+    def _xattr(self, fn, inode, *args):
         try:
-            return os.getxattr(self._path(inode), name, follow_symlinks=False)
+            return fn(self._path(inode), *args, follow_symlinks=False)
         except OSError as exc:
             raise _err(exc) from None
+
+    async def getxattr(self, inode, name, ctx):
+        return self._xattr(os.getxattr, inode, name)
 
     async def setxattr(self, inode, name, value, ctx):
-        try:
-            os.setxattr(self._path(inode), name, value, follow_symlinks=False)
-        except OSError as exc:
-            raise _err(exc) from None
+        self._xattr(os.setxattr, inode, name, value)
 
     async def listxattr(self, inode, ctx):
-        try:
-            return [n.encode() for n in os.listxattr(self._path(inode), follow_symlinks=False)]
-        except OSError as exc:
-            raise _err(exc) from None
+        return [n.encode() for n in self._xattr(os.listxattr, inode)]
 
     async def removexattr(self, inode, name, ctx):
-        try:
-            os.removexattr(self._path(inode), name, follow_symlinks=False)
-        except OSError as exc:
-            raise _err(exc) from None
+        self._xattr(os.removexattr, inode, name)
 
 
 def main() -> None:
