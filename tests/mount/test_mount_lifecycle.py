@@ -56,3 +56,15 @@ def test_refused_mount_option(unmounted_pool: tuple[Path, Path], option: str) ->
     assert not _mounted_now(mnt)
     assert "Traceback" not in proc.stderr
     assert option.split("=")[0] in proc.stderr, proc.stderr
+
+
+def test_mount_reads_ahead_a_whole_request(mounted: MountedPool) -> None:
+    # The kernel sets 128 KiB when it processes the INIT reply; the daemon raises it after,
+    # so sequential reads arrive as 1 MiB requests (a test mount runs as root).
+    dev = os.stat(mounted.mnt).st_dev
+    ra = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    if not ra.exists():
+        pytest.skip("no sysfs bdi entry for the mount")
+    from dynamicfs.fuse.mount import READAHEAD_KB
+
+    assert int(ra.read_text()) == READAHEAD_KB == 1024

@@ -42,8 +42,10 @@ from .filestate import CleanCache, FileState, PendingBlock, PendingExtent
 
 log = logging.getLogger(__name__)
 
-# How far ahead of a sequential reader blocks are fetched (clean cache permitting).
-READAHEAD_BYTES = 4 << 20
+# How far ahead of a sequential reader blocks are fetched (clean cache permitting): a cold
+# fragment read is mostly waiting for the disk, so many in flight hide it (16 reads of 1 MiB
+# fragments ran at ~1.7 GiB/s here, 4 at ~1.2).
+READAHEAD_BYTES = 16 << 20
 # Files whose block digests reads remember at once (then the memory is started afresh).
 _DIGEST_FILES = 4096
 

@@ -26,6 +26,8 @@ from .operations import Operations
 log = logging.getLogger(__name__)
 
 FS_NAME = "dynamicfs"
+# Kernel readahead on the mount: one maximal (1 MiB) FUSE read, see _raise_readahead.
+READAHEAD_KB = 1024
 BASE_OPTIONS = {
     "default_permissions": None,  # the kernel checks modes; access() is then never called
     "nosuid": None,
@@ -93,17 +95,40 @@ def is_mounted(mountpoint: Path) -> bool:
     Reads /proc/self/mountinfo instead of stat()ing the path: once our main loop has
     returned, nobody answers FUSE requests and a stat of the mountpoint would hang.
     """
-    target = os.path.abspath(mountpoint)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(" ")
-                if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
-                    return True
+        return _mount_device(mountpoint) is not None
     except OSError:
         # Without /proc, assume still mounted: an unneeded unmount attempt is harmless.
         return True
-    return False
+
+
+def _mount_device(mountpoint: Path) -> str | None:
+    """The "major:minor" of the mount at `mountpoint` (the last one, if stacked), or None."""
+    target = os.path.abspath(mountpoint)
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
+                found = fields[2]
+    return found
+
+
+def _raise_readahead(mountpoint: Path) -> None:
+    """Let the kernel read ahead READAHEAD_KB on this mount instead of its 128 KiB default.
+
+    The INIT reply cannot raise it (the kernel takes the smaller of ours and its default, and
+    sets it when it processes the reply, hence Operations.after_init), but root can through
+    the mount's backing device in sysfs. Sequential reads then arrive as
+    1 MiB requests with more of them in flight: measured 0.5-0.6 GiB/s at 128 KiB, 0.7-0.8
+    GiB/s at 1 MiB, cold. Not being root only costs that speed.
+    """
+    try:
+        dev = _mount_device(mountpoint)
+        if dev is not None:
+            Path(f"/sys/class/bdi/{dev}/read_ahead_kb").write_text(f"{READAHEAD_KB}\n")
+    except OSError as exc:
+        log.info("kept the kernel's default readahead on %s: %s", mountpoint, exc)
 
 
 def _init(ops: Operations, mountpoint: Path, options: set[str]) -> None:
@@ -136,6 +161,7 @@ def _init(ops: Operations, mountpoint: Path, options: set[str]) -> None:
 async def serve_fuse(ops: Operations, mountpoint: Path, options: set[str], *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Mount `ops` at `mountpoint` and answer requests until unmounted or `request_stop()`."""
+    ops.after_init = lambda: _raise_readahead(mountpoint)
     _init(ops, mountpoint, options)
     try:
         task_status.started()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from ..engine.types import Attr, Ctx, SetAttr, StatFs
 from ..errors import FsError
@@ -194,6 +195,15 @@ class Operations(pyfuse3.Operations):
         self.notifier = KernelNotifier()
         # readdir and fsyncdir only receive the directory handle; the engine wants the inode.
         self._dir_inodes: dict[int, int] = {}
+        # Run once the kernel has the INIT reply (see init).
+        self.after_init: Callable[[], None] | None = None
+
+    def init(self) -> None:
+        # Called while libfuse answers the kernel's INIT, before the reply is written; what
+        # the kernel sets from that reply (the mount's readahead) can only be changed after
+        # it, so the callback runs at the trio loop's next turn, once the reply is sent.
+        if self.after_init is not None:
+            trio.lowlevel.current_trio_token().run_sync_soon(self.after_init)
 
     # -- kernel cache invalidation, handed to the engine as its invalidator ---------------------
 
