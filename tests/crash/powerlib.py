@@ -3,14 +3,18 @@
 A child process (fork) runs an `Engine` under trio with a workload. `Database.sync` — the one
 call that makes metadata durable — is wrapped: holding the database lock (no commit can slip
 in) and the checkpoint lock, it fsyncs as before and then copies meta.db and meta.db-wal byte
-for byte into a numbered "durable image". Fragment files are only ever created durable
-(write, fsync, rename, directory fsync), so the disks are left as they are at the crash. The
-child is then SIGKILLed (it never leaves `Engine.running()`, so no shutdown flush runs).
+for byte into a numbered "durable image". Fragment files are made durable either when written
+(repairs) or by a later `LocalDisk.sync_fragments` (seals); both are wrapped to log every
+fragment that became durable, and every fragment written without being durable or deleted,
+in `fragments.log`. The child is then SIGKILLed (it never leaves `Engine.running()`, so no
+shutdown flush runs).
 
 Power loss = the pool directory's database files replaced by the newest complete image
-(meta.db-shm removed: SQLite rebuilds it from the WAL). The pool is then opened again, read
-through the engine and checked against the journal with `crashlib.check`, and fsck must find
-nothing but orphan fragment files (GC's job), and nothing at all after an offline GC.
+(meta.db-shm removed: SQLite rebuilds it from the WAL), and every fragment file that was not
+durable at the crash removed or emptied (the worst a power loss can do to it). The pool is
+then opened again, read through the engine and checked against the journal with
+`crashlib.check`, and fsck must find nothing but orphan fragment files (GC's job), and
+nothing at all after an offline GC.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import trio
 from crashlib import Generator, Journal, Observed, Verdict, check, payload, read_journal
 
 from dynamicfs.codec import Policy
+from dynamicfs.disks import LocalDisk
 from dynamicfs.engine.filesystem import Engine
 from dynamicfs.engine.pool import Pool
 from dynamicfs.engine.types import ROOT_CTX, SetAttr
@@ -163,6 +168,62 @@ class Counters:
     completed: int = 0
 
 
+def _install_fragment_log(log_path: Path) -> None:
+    """Log fragment files as they become durable ("+path") or not durable ("-path")."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def note(sign: str, path: Path) -> None:
+        os.write(fd, f"{sign}{path}\n".encode())  # one O_APPEND write per line: atomic
+
+    orig_write, orig_sync = LocalDisk.write_fragment, LocalDisk.sync_fragments
+    orig_delete = LocalDisk.delete_fragment
+
+    def write_fragment(self: LocalDisk, header, payload, *, durable: bool = True) -> int:
+        path = self.fragment_path(header.extent_id, header.index)
+        made_durable = durable or path.exists()  # a replacement is always written durably
+        if not made_durable:
+            note("-", path)
+        size = orig_write(self, header, payload, durable=durable)
+        if made_durable:
+            note("+", path)
+        return size
+
+    def sync_fragments(self: LocalDisk, fragments):
+        failed = orig_sync(self, fragments)
+        for key in fragments:
+            if key not in failed:
+                note("+", self.fragment_path(*key))
+        return failed
+
+    def delete_fragment(self: LocalDisk, extent_id: bytes, index: int) -> None:
+        note("-", self.fragment_path(extent_id, index))
+        orig_delete(self, extent_id, index)
+
+    LocalDisk.write_fragment = write_fragment  # type: ignore[method-assign]
+    LocalDisk.sync_fragments = sync_fragments  # type: ignore[method-assign]
+    LocalDisk.delete_fragment = delete_fragment  # type: ignore[method-assign]
+
+
+def _drop_undurable_fragments(log_path: Path) -> int:
+    """Remove the fragment files a power loss may have taken; returns how many."""
+    if not log_path.exists():
+        return 0
+    durable: dict[str, bool] = {}
+    for line in log_path.read_text().splitlines():
+        durable[line[1:]] = line[0] == "+"
+    dropped = 0
+    for path, ok in durable.items():
+        if not ok and os.path.exists(path):
+            # Either outcome is possible: the name never reached the disk, or it did and the
+            # data did not (an empty file).
+            if dropped % 2:
+                os.truncate(path, 0)
+            else:
+                os.unlink(path)
+            dropped += 1
+    return dropped
+
+
 def _install_images(images: Path, counters: Counters) -> None:
     orig = Database.sync
     state = {"n": 0}
@@ -193,6 +254,7 @@ def child_main(pool_path: Path, work: Path, seed: int, ops: list[dict],
         images = work / "images"
         counters = Counters()
         _install_images(images, counters)
+        _install_fragment_log(work / "fragments.log")
         journal = Journal(work / "journal.jsonl", {"seed": seed})
         if kill_after_s is not None:
             threading.Timer(kill_after_s, os.kill, (os.getpid(), signal.SIGKILL)).start()
@@ -272,6 +334,7 @@ def lose_power(pool_path: Path, work: Path) -> dict:
             shutil.copyfile(src, pool_path / f"meta.db{suffix}")
     info = json.loads((last / "info.json").read_text())
     info["image"] = last.name
+    info["fragments_dropped"] = _drop_undurable_fragments(work / "fragments.log")
     return info
 
 

@@ -1,10 +1,18 @@
 """A disk that is a local directory: label, `fragments/` tree, space accounting.
 
 Fragment files live at fragments/<h0h1>/<h2h3>/<extent hex>.<index>. Every write goes to a
-temporary name in the same directory, is fsynced, renamed into place and the directory
-fsynced (that last fsync shared with the other writers on the filesystem, see durability.py),
-so a fragment is either wholly there or absent (invariant 1 of DESIGN.md). Temporary names
-start with ".tmp." so that GC can tell interrupted writes from fragments.
+temporary name in the same directory and is renamed into place, so a fragment is either wholly
+there or absent; temporary names start with ".tmp." so that GC can tell interrupted writes
+from fragments.
+
+Durability comes in two forms. A durable write fsyncs the file before the rename and the
+directory after it (that fsync shared with the other writers on the filesystem, see
+durability.py). A deferred write (`durable=False`, the engine's seals) does neither: the
+engine calls `sync_fragments` for the fragments a metadata commit is about to reference,
+and only then commits (invariant 1 of DESIGN.md). One batch of fsyncs per commit, issued
+together, costs far less than two fsyncs inside every seal; fragments that never get
+committed (data overwritten or deleted within the commit interval) are never synced at all.
+Until then a power loss can leave such a file empty or absent: nothing refers to it.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ class LocalDisk:
         # kept current on every write and delete, so a capacity cap needs no directory walk.
         self.used = 0
         self._lock = threading.Lock()
-        self._known_dirs: set[str] = set()
+        self._known_dirs: set[str] = set()  # fan-out directories whose path is durable
+        self._made_dirs: set[str] = set()  # fan-out directories that exist
         self.faults = FaultSet()
         self._durability = sync_group(root) if root.exists() else None
 
@@ -128,26 +137,60 @@ class LocalDisk:
         h = extent_id.hex()
         return self.frag_root / h[0:2] / h[2:4] / f"{h}.{index}"
 
-    def _ensure_dir(self, d: Path) -> None:
+    def _ensure_dir(self, d: Path, durable: bool) -> None:
+        """Create fan-out directory `d` if needed; if `durable`, make its path durable too.
+
+        A directory counts as known (its path durable) only once its ancestors were fsynced
+        after it existed: until then every sync of a fragment in it syncs them as well.
+        """
         key = str(d)
         if key in self._known_dirs:
             return
-        if not d.is_dir():
+        if key not in self._made_dirs:
             for part in (d.parent, d):
                 if not part.is_dir():
                     try:
                         part.mkdir()
                     except FileExistsError:
                         pass
-                    self._sync_dir(part.parent)
-        with self._lock:
-            self._known_dirs.add(key)
+            with self._lock:
+                self._made_dirs.add(key)
+        if durable:
+            self._make_dirs_durable({d})
 
-    def write_fragment(self, header: FragmentHeader, payload: bytes | memoryview) -> int:
-        """Write one fragment durably; returns its size on disk."""
+    def _make_dirs_durable(self, dirs: set[Path], *, grouped: bool = True) -> None:
+        """fsync fragment directories and, for those not yet known, their two ancestors.
+
+        `grouped`: through the filesystem's SyncGroup (one writer's directory, shared with
+        the others writing at the same time); a batch of `sync_fragments` is already the
+        group, and its callers run several batches at once, which a group would serialise.
+        """
+        todo = set(dirs)
+        for d in dirs:
+            if str(d) not in self._known_dirs:
+                todo.update((d.parent, d.parent.parent))
+        for d in sorted(todo, key=lambda p: -len(p.parts)):
+            if grouped:
+                self._sync_dir(d)
+            else:
+                fsync_dir(d)
+        with self._lock:
+            self._known_dirs.update(str(d) for d in dirs)
+
+    def write_fragment(
+        self, header: FragmentHeader, payload: bytes | memoryview, *, durable: bool = True
+    ) -> int:
+        """Write one fragment; returns its size on disk.
+
+        With `durable=False` the file and its name are not yet on stable storage: nothing may
+        reference it before `sync_fragments` has returned for it.
+        """
         size = HEADER_SIZE + len(payload)
         path = self.fragment_path(header.extent_id, header.index)
         replaced = path.exists()
+        # Replacing a file in place is repair's business (its fragment may be referenced):
+        # never leave that to a later sync.
+        durable = durable or replaced
         # Reserve the space before writing: fragments of several extents are written at once,
         # and each must see the others' bytes or together they overshoot a capacity cap.
         with self._lock:
@@ -157,7 +200,7 @@ class LocalDisk:
             if not replaced:
                 self.used += size
         try:
-            self._write_file(path, header, payload, replaced)
+            self._write_file(path, header, payload, replaced, durable)
         except BaseException:
             if not replaced:
                 with self._lock:
@@ -166,9 +209,10 @@ class LocalDisk:
         return size
 
     def _write_file(
-        self, path: Path, header: FragmentHeader, payload: bytes | memoryview, replacing: bool
+        self, path: Path, header: FragmentHeader, payload: bytes | memoryview, replacing: bool,
+        durable: bool,
     ) -> None:
-        self._ensure_dir(path.parent)
+        self._ensure_dir(path.parent, durable)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         renamed = False
@@ -180,11 +224,13 @@ class LocalDisk:
             else:
                 _write_all(fd, memoryview(header.pack()))
                 _write_all(fd, memoryview(payload))
-            self.faults.hit("fsync", str(path))
-            os.fsync(fd)
+            if durable:
+                self.faults.hit("fsync", str(path))
+                os.fsync(fd)
             os.rename(tmp, path)
             renamed = True
-            self._sync_dir(path.parent)
+            if durable:
+                self._sync_dir(path.parent)
         except BaseException:
             if not renamed:
                 _unlink_quiet(tmp)
@@ -193,6 +239,35 @@ class LocalDisk:
             raise
         finally:
             os.close(fd)
+
+    def sync_fragments(
+        self, fragments: list[tuple[bytes, int]]
+    ) -> dict[tuple[bytes, int], OSError]:
+        """Make fragments written with `durable=False` durable: each file, then each of their
+        directories (and its path, if new) once. Returns the fragments that failed, which
+        must never be referenced: after a failed fsync their content is not to be trusted.
+        """
+        failed: dict[tuple[bytes, int], OSError] = {}
+        dirs: dict[Path, list[tuple[bytes, int]]] = defaultdict(list)
+        for key in fragments:
+            path = self.fragment_path(*key)
+            try:
+                self.faults.hit("fsync", str(path))
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                failed[key] = exc
+            else:
+                dirs[path.parent].append(key)
+        for d, keys in dirs.items():
+            try:
+                self._make_dirs_durable({d}, grouped=False)
+            except OSError as exc:
+                failed.update(dict.fromkeys(keys, exc))
+        return failed
 
     def _sync_dir(self, directory: Path) -> None:
         if self._durability is not None:

@@ -27,6 +27,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import trio
 
@@ -36,7 +37,7 @@ from ..meta import Database
 from ..meta import extents as mext
 from ..meta import inodes as mino
 from ..obs.stats import Stats
-from ..store.extents import ExtentStore, ExtentUnreadable
+from ..store.extents import ExtentStore, ExtentUnreadable, SealedExtent
 from .dirty import DirtyBlock, materialize
 from .filestate import CleanCache, FileState, PendingBlock, PendingExtent
 
@@ -75,6 +76,7 @@ class BlockCache:
         self._pending_by_digest: dict[bytes, PendingExtent] = {}
         self._sealing_digest: dict[bytes, trio.Event] = {}
         self._loading: dict[bytes, trio.Event] = {}
+        self._syncing: dict[bytes, trio.Event] = {}  # digests whose fragments are being synced
         self.seals_running = 0
         self._prefetching: set[tuple[int, int]] = set()
         self.readahead_blocks = max(1, min(16, READAHEAD_BYTES // block_size))
@@ -543,13 +545,13 @@ class BlockCache:
         busy = self._sealing_digest[digest] = trio.Event()
         try:
             try:
-                sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
+                sealed = await trio.to_thread.run_sync(self._write_deferred, data, policy, digest)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC or not self.doomed:
                     raise
                 # Freed extents still hold space until their deletion round: run it, retry.
                 await self.request_deletion_flush().wait()
-                sealed = await trio.to_thread.run_sync(self.store.write, data, policy, digest)
+                sealed = await trio.to_thread.run_sync(self._write_deferred, data, policy, digest)
         except OSError as exc:
             raise FsError(exc.errno or errno.EIO, f"{what}: {exc}") from None
         finally:
@@ -558,6 +560,64 @@ class BlockCache:
         pe = PendingExtent(digest, len(data), sealed, None, users=1)
         self._pending_by_digest[digest] = pe
         return pe
+
+    def _write_deferred(self, data: bytes, policy: Policy, digest: bytes) -> SealedExtent:
+        # Not durable yet: the commit that first references it syncs it (_make_durable).
+        return self.store.write(data, policy, digest, durable=False)
+
+    async def _sync_extents(self, pes: list[PendingExtent]) -> None:
+        """Make sealed extents durable, sharing the work with syncs already running."""
+        while True:
+            todo = {pe.digest: pe for pe in pes
+                    if pe.sealed is not None and not pe.sealed.durable and not pe.lost}
+            waits = [ev for d in todo if (ev := self._syncing.get(d)) is not None]
+            mine = [pe for d, pe in todo.items() if d not in self._syncing]
+            if not mine and not waits:
+                return
+            if mine:
+                done = trio.Event()
+                for pe in mine:
+                    self._syncing[pe.digest] = done
+                try:
+                    results = await trio.to_thread.run_sync(
+                        self.store.sync, [pe.sealed for pe in mine])
+                finally:
+                    for pe in mine:
+                        del self._syncing[pe.digest]
+                    done.set()
+                for pe, se in zip(mine, results, strict=True):
+                    if se is not None:
+                        pe.sealed = se
+                        continue
+                    # The store removed its fragments; a new seal of the same bytes must
+                    # write them again rather than share this extent.
+                    pe.lost = True
+                    pe.sealed = replace(pe.sealed, fragments=[])
+                    if self._pending_by_digest.get(pe.digest) is pe:
+                        del self._pending_by_digest[pe.digest]
+            for ev in waits:
+                await ev.wait()
+
+    async def _make_durable(self, fs: FileState, blocks: dict[int, PendingBlock]) -> None:
+        """Sync what a commit of `blocks` will reference (data before metadata).
+
+        Blocks whose extent was lost (its fragments failed to sync beyond repair) leave the
+        commit and the file: their last committed content stays, and the file reports EIO at
+        its next flush or fsync, as a disk filesystem does after a writeback error.
+        """
+        await self._sync_extents([pb.extent for pb in blocks.values() if pb.extent is not None])
+        lost = [idx for idx, pb in blocks.items() if pb.extent is not None and pb.extent.lost]
+        for idx in lost:
+            pb = blocks.pop(idx)
+            cur = fs.pending.get(idx)
+            if cur is not None and cur.extent is pb.extent:
+                self._release(fs.pending.pop(idx).extent)
+            self._release(pb.extent)
+        if lost:
+            self.stats.incr("blocks_lost", len(lost))
+            log.error("inode %d: %d blocks lost: their fragments could not be made durable",
+                      fs.ino, len(lost))
+            fs.error = errno.EIO
 
     async def wait_idle(self) -> None:
         """Wait until no background seal runs (also those of files deleted meanwhile, whose
@@ -644,6 +704,7 @@ class BlockCache:
                 return
             try:
                 await self._seal_snapshots(fs, snaps, blocks)
+                await self._make_durable(fs, blocks)
             except BaseException:
                 for db, _ in snaps.values():
                     self._thaw(db)
@@ -754,6 +815,12 @@ class BlockCache:
             raise FsError(err)
 
     async def flush_all(self) -> None:
+        # One batch of fsyncs for everything sealed so far, rather than one per file.
+        try:
+            await self._sync_extents([pe for pe in self._pending_by_digest.values()
+                                      if pe.users > 0])
+        except OSError as exc:
+            log.error("syncing sealed data failed: %s", exc)
         for ino in list(self.files):
             try:
                 await self.flush_file(ino)

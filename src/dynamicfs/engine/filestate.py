@@ -20,9 +20,10 @@ from .dirty import DirtyBlock
 class PendingExtent:
     """An extent some uncommitted block map will point at, shared by all its users.
 
-    `sealed` holds fragments this mount wrote (not yet in the database); `extent_id` is set
-    once a database row exists. While `users` > 0 the extent is pinned: a refcount drop to zero
-    does not free it, since a commit is about to reference it.
+    `sealed` holds fragments this mount wrote (not yet in the database, and not durable until
+    a commit syncs them); `extent_id` is set once a database row exists. While `users` > 0 the
+    extent is pinned: a refcount drop to zero does not free it, since a commit is about to
+    reference it. `lost`: its fragments failed to sync and could not be rebuilt.
     """
 
     digest: bytes
@@ -30,6 +31,7 @@ class PendingExtent:
     sealed: SealedExtent | None
     extent_id: int | None
     users: int = 0
+    lost: bool = False
 
 
 @dataclass(eq=False)

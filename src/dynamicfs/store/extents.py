@@ -1,9 +1,12 @@
 """Write extents as fragments on distinct disks, and read them back verified.
 
 The store never touches the database: `write` returns a `SealedExtent` whose fragments are
-already durable (file and directory fsynced), and the engine records it in the same transaction
-as the block-map change that uses it (data before metadata). Deleting fragments is only done
-by the engine after the transaction that dropped the last reference has committed.
+durable (file and directory fsynced), or, for the engine's seals, written but not yet durable
+(`durable=False`): the engine then calls `sync` for the extents a commit is about to reference
+before that commit (data before metadata), so every fsync of a commit is issued in one batch.
+The engine records the extent in the same transaction as the block-map change that uses it.
+Deleting fragments is only done by the engine after the transaction that dropped the last
+reference has committed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..codec import DecodeError, Policy, blake3_digest, get_codec, policy_for_codec
 from ..disks import FragmentError, FragmentHeader, FragmentMissing, LocalDisk, shared_usage
@@ -40,6 +43,11 @@ class SealedExtent:
     k: int
     m: int
     fragments: list[tuple[int, int, int]]  # (index, disk id, bytes on disk)
+    durable: bool = True  # False: nothing may reference it before ExtentStore.sync
+
+
+# Fragments of one disk synced by one worker job (the jobs of a batch run in parallel).
+SYNC_CHUNK = 16
 
 
 ErrorSink = Callable[[int, str], None]
@@ -96,8 +104,11 @@ class ExtentStore:
             payload_hash=digest if policy.kind == "rep" else blake3_digest(payload),
         )
 
-    def write(self, data: bytes, policy: Policy, digest: bytes | None = None) -> SealedExtent:
-        """Encode `data` under `policy` and write every fragment durably on distinct disks.
+    def write(
+        self, data: bytes, policy: Policy, digest: bytes | None = None, *, durable: bool = True
+    ) -> SealedExtent:
+        """Encode `data` under `policy` and write every fragment on distinct disks; durably
+        unless `durable` is False (then `sync` must run before anything references it).
 
         With fewer writable disks than the policy has fragments (disks went missing), the
         extent is written degraded: the data shards (or as many replicas as there are disks)
@@ -141,7 +152,7 @@ class ExtentStore:
             for index, disk_id in zip(pending, targets, strict=True):
                 disk = self._disks[disk_id]
                 futures[index] = (disk_id, self.executor.submit(
-                    disk.write_fragment, headers[index], payloads[index]))
+                    disk.write_fragment, headers[index], payloads[index], durable=durable))
             pending = []
             for index, (disk_id, fut) in futures.items():
                 try:
@@ -166,8 +177,71 @@ class ExtentStore:
         self.stats.incr("bytes_written", len(data))
         return SealedExtent(
             digest=digest, length=len(data), codec_id=codec.codec_id, k=policy.k, m=policy.m,
-            fragments=[(i, d, s) for i, (d, s) in sorted(placed.items())],
+            fragments=[(i, d, s) for i, (d, s) in sorted(placed.items())], durable=durable,
         )
+
+    def sync(self, extents: list[SealedExtent]) -> list[SealedExtent | None]:
+        """Make extents written with `durable=False` durable, all their fsyncs issued at once.
+
+        Returns, per extent, what may now be referenced: the extent itself (durable), a
+        durable rewrite of it when some fragments failed to sync (rebuilt from those that
+        did), or None when too few survived to rebuild it (its data is lost; never reference
+        it). A fragment whose fsync failed is never trusted again, even if a retry succeeded:
+        the kernel may have dropped its pages.
+        """
+        per_disk: dict[int, list[tuple[bytes, int]]] = {}
+        for se in extents:
+            if not se.durable:
+                for index, disk_id, _ in se.fragments:
+                    per_disk.setdefault(disk_id, []).append((se.digest, index))
+        jobs: list[tuple[int, Future[dict[tuple[bytes, int], OSError]]]] = []
+        failed: dict[tuple[bytes, int], int] = {}  # fragment -> disk
+        for disk_id, frags in per_disk.items():
+            disk = self._disks.get(disk_id)
+            for i in range(0, len(frags), SYNC_CHUNK):
+                chunk = frags[i:i + SYNC_CHUNK]
+                if disk is None:
+                    failed.update(dict.fromkeys(chunk, disk_id))
+                else:
+                    jobs.append((disk_id, self.executor.submit(disk.sync_fragments, chunk)))
+        for disk_id, fut in jobs:
+            errors = fut.result()
+            for key, exc in errors.items():
+                failed[key] = disk_id
+                log.warning("fsync of fragment %s.%d on disk %d failed: %s",
+                            key[0].hex(), key[1], disk_id, exc)
+            if errors:
+                self.stats.incr("fragment_sync_errors", len(errors))
+                self.on_disk_error(disk_id, "write_errors")
+        out: list[SealedExtent | None] = []
+        for se in extents:
+            bad = [(i, d) for i, d, _ in se.fragments if (se.digest, i) in failed]
+            if se.durable or not bad:
+                out.append(se if se.durable else replace(se, durable=True))
+            else:
+                out.append(self._rewrite(se, bad))
+        self.stats.incr("extents_synced", len(extents))
+        return out
+
+    def _rewrite(self, se: SealedExtent, bad: list[tuple[int, int]]) -> SealedExtent | None:
+        """A durable copy of an extent some of whose fragments failed to sync, or None."""
+        good = [(i, d) for i, d, _ in se.fragments if (i, d) not in bad]
+        old = {(i, d) for i, d, _ in se.fragments}
+        try:
+            policy = policy_for_codec(se.codec_id, se.k, se.m)
+            data = self.read(se.digest, se.length, se.codec_id, se.k, se.m, good, "sync")
+            new = self.write(data, policy, se.digest)
+        except (ExtentUnreadable, DecodeError, OSError) as exc:
+            log.error("extent %s lost: %d fragments failed to sync and it cannot be rebuilt "
+                      "(%s)", se.digest.hex(), len(bad), exc)
+            self.stats.incr("extents_lost_at_sync")
+            self._discard(se.digest, {i: (d, 0) for i, d in old})
+            return None
+        # What the rewrite did not overwrite in place is left over (the failed files too).
+        kept = {(i, d) for i, d, _ in new.fragments}
+        self.delete(se.digest, sorted(old - kept))
+        self.stats.incr("extents_rewritten_at_sync")
+        return new
 
     def _discard(self, digest: bytes, placed: dict[int, tuple[int, int]]) -> None:
         for index, (disk_id, _) in placed.items():
