@@ -787,7 +787,7 @@ class BlockCache:
                 else:
                     if pe.extent_id is None:
                         se = pe.sealed
-                        assert se is not None
+                        assert se is not None and se.durable, "data before metadata"
                         pe.extent_id = mext.add_extent(
                             self.db, se.digest, se.length, se.codec_id, se.k, se.m,
                             se.fragments)
