@@ -47,8 +47,10 @@ class LocalDisk:
         # kept current on every write and delete, so a capacity cap needs no directory walk.
         self.used = 0
         self._lock = threading.Lock()
-        self._known_dirs: set[str] = set()  # fan-out directories whose path is durable
-        self._made_dirs: set[str] = set()  # fan-out directories that exist
+        # Per fan-out leaf directory (fragments/<h0h1>/<h2h3>, 65,536 of them): 0 not known to
+        # exist, _DIR_MADE, _DIR_DURABLE (its path fsynced). A byte each rather than a set of
+        # path strings, which reached tens of MiB on a full-grown pool.
+        self._dirs = bytearray(1 << 16)
         self.faults = FaultSet()
         self._durability = sync_group(root) if root.exists() else None
 
@@ -140,13 +142,13 @@ class LocalDisk:
     def _ensure_dir(self, d: Path, durable: bool) -> None:
         """Create fan-out directory `d` if needed; if `durable`, make its path durable too.
 
-        A directory counts as known (its path durable) only once its ancestors were fsynced
-        after it existed: until then every sync of a fragment in it syncs them as well.
+        A directory counts as durable only once its ancestors were fsynced after it existed:
+        until then every sync of a fragment in it syncs them as well.
         """
-        key = str(d)
-        if key in self._known_dirs:
+        leaf = _leaf(d)
+        if self._dirs[leaf] == _DIR_DURABLE:
             return
-        if key not in self._made_dirs:
+        if not self._dirs[leaf]:
             for part in (d.parent, d):
                 if not part.is_dir():
                     try:
@@ -154,12 +156,12 @@ class LocalDisk:
                     except FileExistsError:
                         pass
             with self._lock:
-                self._made_dirs.add(key)
+                self._dirs[leaf] = max(self._dirs[leaf], _DIR_MADE)
         if durable:
             self._make_dirs_durable({d})
 
     def _make_dirs_durable(self, dirs: set[Path], *, grouped: bool = True) -> None:
-        """fsync fragment directories and, for those not yet known, their two ancestors.
+        """fsync fragment directories and, for those not yet durable, their two ancestors.
 
         `grouped`: through the filesystem's SyncGroup (one writer's directory, shared with
         the others writing at the same time); a batch of `sync_fragments` is already the
@@ -167,7 +169,7 @@ class LocalDisk:
         """
         todo = set(dirs)
         for d in dirs:
-            if str(d) not in self._known_dirs:
+            if self._dirs[_leaf(d)] != _DIR_DURABLE:
                 todo.update((d.parent, d.parent.parent))
         for d in sorted(todo, key=lambda p: -len(p.parts)):
             if grouped:
@@ -175,7 +177,8 @@ class LocalDisk:
             else:
                 fsync_dir(d)
         with self._lock:
-            self._known_dirs.update(str(d) for d in dirs)
+            for d in dirs:
+                self._dirs[_leaf(d)] = _DIR_DURABLE
 
     def write_fragment(
         self, header: FragmentHeader, payload: bytes | memoryview, *, durable: bool = True
@@ -336,6 +339,14 @@ class LocalDisk:
             for sub in _subdirs(top):
                 for name in sorted(os.listdir(sub)):
                     yield Path(sub, name)
+
+
+_DIR_MADE, _DIR_DURABLE = 1, 2
+
+
+def _leaf(d: Path) -> int:
+    """The number of fan-out leaf directory fragments/<h0h1>/<h2h3> (0..65535)."""
+    return int(d.parent.name + d.name, 16)
 
 
 def _subdirs(path: str) -> list[str]:
