@@ -224,11 +224,13 @@ def test_a_failing_disk_is_written_around(run_engine):
     async def body(engine):
         bad = min(engine.store.disks())
         engine.inject_fault(bad, Fault("write", "error", errno=errno.EIO))
-        await write_distinct_blocks(engine, 8, BS)
+        # Placement is random: a disk escapes all n rep:2 extents on 4 disks with
+        # probability 2^-n (8 blocks failed 1 run in ~250).
+        await write_distinct_blocks(engine, 32, BS)
         engine.clear_faults()
         assert counters(engine)["fragment_write_errors"] >= 1
         ino = await ino_of(engine, b"blocks")
-        assert len(await read_file(engine, ino)) == 8 * BS
+        assert len(await read_file(engine, ino)) == 32 * BS
 
     path = run_engine(body, policy="rep:2")
     assert sum(r[0] for r in db_rows(path, "SELECT write_errors FROM disks")) >= 1
