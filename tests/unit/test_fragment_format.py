@@ -4,6 +4,7 @@ verified reads."""
 from __future__ import annotations
 
 import errno
+import os
 import uuid
 
 import pytest
@@ -149,3 +150,34 @@ def test_a_fragment_whose_name_could_not_be_made_durable_is_removed(disk, monkey
         write(disk, b"payload")
     assert [p for p in disk.iter_fragment_files()] == []
     assert disk.used == 0
+
+
+def test_deferred_write_and_its_sync(disk, monkeypatch):
+    """A deferred write fsyncs nothing and counts its bytes once; writing over an existing
+    file is made durable at once and does not count it twice; sync_fragments fsyncs the file
+    and its directories."""
+    from dynamicfs.codec import blake3_digest
+
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    payload = b"deferred payload"
+    digest = blake3_digest(payload)
+    header = FragmentHeader(disk.pool_uuid, digest, 0, 1, 1, 1, len(payload), len(payload),
+                            digest)
+    path = disk.fragment_path(digest, 0)
+    size = disk.write_fragment(header, payload, durable=False)
+    assert fsynced == [] and disk.used == size and path.exists()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp.")]
+    assert disk.sync_fragments([(digest, 0)]) == {}
+    assert fsynced[0] == str(path)
+    # The new leaf directory and both ancestors (its name and theirs) are fsynced with it.
+    assert {str(path.parent), str(path.parent.parent), str(disk.frag_root)} <= set(fsynced)
+    fsynced.clear()
+    assert disk.write_fragment(header, payload, durable=False) == size  # in place
+    assert disk.used == size
+    assert len(fsynced) == 2  # the file before its rename, the directory after
+    assert disk.read_fragment(digest, 0) == payload
+    missing = disk.sync_fragments([(b"\x00" * 32, 0)])
+    assert list(missing) == [(b"\x00" * 32, 0)]
