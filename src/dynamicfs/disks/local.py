@@ -140,26 +140,20 @@ class LocalDisk:
         h = extent_id.hex()
         return self.frag_root / h[0:2] / h[2:4] / f"{h}.{index}"
 
-    def _ensure_dir(self, d: Path, durable: bool) -> None:
-        """Create fan-out directory `d` if needed; if `durable`, make its path durable too.
-
-        A directory counts as durable only once its ancestors were fsynced after it existed:
-        until then every sync of a fragment in it syncs them as well.
-        """
+    def _ensure_dir(self, d: Path) -> None:
+        """Create fan-out directory `d` if needed (its path is made durable with the first
+        fragment synced in it, see _make_dirs_durable)."""
         leaf = _leaf(d)
-        if self._dirs[leaf] == _DIR_DURABLE:
+        if self._dirs[leaf]:
             return
-        if not self._dirs[leaf]:
-            for part in (d.parent, d):
-                if not part.is_dir():
-                    try:
-                        part.mkdir()
-                    except FileExistsError:
-                        pass
-            with self._lock:
-                self._dirs[leaf] = max(self._dirs[leaf], _DIR_MADE)
-        if durable:
-            self._make_dirs_durable({d})
+        for part in (d.parent, d):
+            if not part.is_dir():
+                try:
+                    part.mkdir()
+                except FileExistsError:
+                    pass
+        with self._lock:
+            self._dirs[leaf] = max(self._dirs[leaf], _DIR_MADE)
 
     def _make_dirs_durable(self, dirs: set[Path], *, grouped: bool = True) -> None:
         """fsync fragment directories and, for those not yet durable, their two ancestors.
@@ -216,7 +210,7 @@ class LocalDisk:
         self, path: Path, header: FragmentHeader, payload: bytes | memoryview, replacing: bool,
         durable: bool,
     ) -> None:
-        self._ensure_dir(path.parent, durable)
+        self._ensure_dir(path.parent)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         renamed = False
@@ -236,7 +230,7 @@ class LocalDisk:
             os.rename(tmp, path)
             renamed = True
             if durable:
-                self._sync_dir(path.parent)
+                self._make_dirs_durable({path.parent})
         except BaseException:
             if not renamed:
                 _unlink_quiet(tmp)
