@@ -797,7 +797,7 @@ def main() -> int:
     unmount_leftovers()
     workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
     do_scan = (not args.only or SCAN in args.only) and not args.scan_from
-    scan_note = None
+    scan_note = scan_from = None
     if args.scan_from:
         try:
             earlier = json.loads(args.scan_from.read_text())
@@ -814,7 +814,7 @@ def main() -> int:
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
     results: dict = {}
     cpu: dict = {}
-    scan_res = None
+    scan_res = scan_from  # None unless --scan-from (then no scan runs)
     try:
         for t in targets:
             console.print(f"setting up {t.name} under {t.root}")
@@ -852,8 +852,6 @@ def main() -> int:
             t.unmount()
         unmount_leftovers()
 
-    if scan_note:
-        scan_res = scan_from
     daemons = {t.name: {"peak_rss_mib": t.peak_rss_kib / 1024, "cpu_s": t.cpu_done}
                for t in targets if t.kind != "raw"}
     summary = summarize(results)
