@@ -319,6 +319,37 @@ def test_a_sequential_reader_gets_several_blocks_fetched_ahead(run_engine):
     run_engine(body)
 
 
+def test_blocks_read_ahead_leave_the_cache_once_read_to_the_end(run_engine):
+    """A prefetched block is dropped when a reader reaches its end (the kernel caches it now);
+    a block the reader fetched itself, and one read only in part, stay cached."""
+    data = os.urandom(24 * BS)
+    digest = [blake3_digest(data[i * BS:(i + 1) * BS]) for i in range(24)]
+
+    async def body(engine):
+        attr = await write_file(engine, b"f", data)
+        cache = engine.data
+        cache.clean = type(cache.clean)(cache.clean.limit)  # forget what the writes cached
+        fh, _ = await engine.open(attr.ino, os.O_RDONLY)
+        assert await engine.read(fh, 0, BS) == data[:BS]  # fetched for the reader itself
+        await trio.sleep(0.5)  # blocks 1.. are read ahead
+        assert cache.clean.get(digest[1]) is not None and cache.clean.get(digest[2]) is not None
+        assert await engine.read(fh, BS, BS // 2) == data[BS:BS + BS // 2]
+        assert cache.clean.get(digest[1]) is not None  # half read: still needed
+        assert await engine.read(fh, BS + BS // 2, BS // 2) == data[BS + BS // 2:2 * BS]
+        assert cache.clean.get(digest[1]) is None
+        assert cache.clean.get(digest[2]) is not None
+        assert cache.clean.get(digest[0]) is not None
+        used = cache.clean.used
+        assert await engine.read(fh, 2 * BS, BS) == data[2 * BS:3 * BS]
+        assert cache.clean.get(digest[2]) is None
+        assert cache.clean.used <= used  # block 2 left, at most one more block came in
+        # Dropped blocks are read again from the disks when asked for.
+        assert await engine.read(fh, BS, 2 * BS) == data[BS:3 * BS]
+        await engine.release(fh)
+
+    run_engine(body)
+
+
 def test_reads_after_the_block_map_changes_see_the_new_content(run_engine):
     """Reads remember block -> digest to skip queries; every change of the map forgets it."""
     one, two, three = os.urandom(2 * BS), os.urandom(2 * BS), os.urandom(BS)

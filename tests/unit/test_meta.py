@@ -43,6 +43,24 @@ def test_refcounts(tmp_path):
     assert mext.get_extent(db, e) is None
 
 
+def test_committed_range_answers_as_the_per_block_queries_do(tmp_path):
+    """Readahead's one query per window gives what three queries per block gave."""
+    db = Database(tmp_path / "m.db", create=True)
+    with db.transaction():
+        a = mext.add_extent(db, b"a" * 32, 10, 1, 1, 1, [(0, 3, 100), (1, 1, 100)])
+        b = mext.add_extent(db, b"b" * 32, 20, 2, 4, 2, [(i, i + 1, 60) for i in range(6)])
+        for idx, ext in ((0, a), (2, b), (3, a), (9, b)):
+            mext.set_block(db, 7, idx, ext)
+        mext.set_block(db, 8, 1, b)  # another file's block in the window: not ours
+    got = mext.committed_range(db, 7, 0, 5)
+    assert sorted(got) == [0, 2, 3]  # 1, 4 and 5 are holes, 9 is outside
+    for idx, (ext, frags) in got.items():
+        eid = mext.block_extent(db, 7, idx)
+        assert ext == mext.get_extent(db, eid)
+        assert frags == [(f.idx, f.disk) for f in mext.get_fragments(db, eid)]
+    assert mext.committed_range(db, 7, 4, 8) == {}
+
+
 def test_missing_db(tmp_path):
     with pytest.raises(MetadataError):
         Database(tmp_path / "nope.db")

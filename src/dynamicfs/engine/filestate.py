@@ -88,6 +88,7 @@ class CleanCache:
         self.limit = limit
         self.used = 0
         self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._prefetched: set[bytes] = set()  # brought in by readahead, not yet read to the end
 
     def get(self, digest: bytes) -> bytes | None:
         data = self._items.get(digest)
@@ -95,12 +96,26 @@ class CleanCache:
             self._items.move_to_end(digest)
         return data
 
-    def put(self, digest: bytes, data: bytes) -> None:
+    def contains(self, digest: bytes) -> bool:
+        """Whether digest is cached, without counting as a use."""
+        return digest in self._items
+
+    def put(self, digest: bytes, data: bytes, *, prefetched: bool = False) -> None:
         if len(data) > self.limit or digest in self._items:
             return
         self._items[digest] = data
         self.used += len(data)
+        if prefetched:
+            self._prefetched.add(digest)
         self._evict()
+
+    def drop_prefetched(self, digest: bytes) -> None:
+        """Forget digest if readahead brought it in (a reader has now consumed it)."""
+        if digest in self._prefetched:
+            self._prefetched.discard(digest)
+            data = self._items.pop(digest, None)
+            if data is not None:
+                self.used -= len(data)
 
     def resize(self, limit: int) -> None:
         self.limit = max(0, limit)
@@ -108,5 +123,6 @@ class CleanCache:
 
     def _evict(self) -> None:
         while self.used > self.limit:
-            _, old = self._items.popitem(last=False)
+            digest, old = self._items.popitem(last=False)
             self.used -= len(old)
+            self._prefetched.discard(digest)

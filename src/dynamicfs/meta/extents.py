@@ -42,6 +42,29 @@ def block_range(db: Database, ino: int, first: int, last: int) -> dict[int, int]
     )
 
 
+def committed_range(
+    db: Database, ino: int, first: int, last: int
+) -> dict[int, tuple[ExtentRow, list[tuple[int, int]]]]:
+    """idx -> (extent, [(fragment idx, disk)]) for blocks first..last that are not holes.
+
+    One query for what readahead needs of a whole window (three per block before).
+    """
+    out: dict[int, tuple[ExtentRow, list[tuple[int, int]]]] = {}
+    rows = db.query(
+        f"SELECT b.idx, {', '.join('e.' + c for c in _ECOLS.split(', '))}, f.idx, f.disk"
+        " FROM blocks b JOIN extents e ON e.id = b.extent"
+        " JOIN fragments f ON f.extent = e.id"
+        " WHERE b.inode=? AND b.idx BETWEEN ? AND ? ORDER BY b.idx, f.idx",
+        (ino, first, last),
+    )
+    for idx, *erow, fidx, disk in rows:
+        got = out.get(idx)
+        if got is None:
+            got = out[idx] = (ExtentRow(*erow), [])
+        got[1].append((fidx, disk))
+    return out
+
+
 def set_block(db: Database, ino: int, idx: int, extent: int) -> int | None:
     """Point block idx at extent; returns the extent it pointed at before (or None)."""
     old = block_extent(db, ino, idx)
