@@ -61,6 +61,26 @@ async def nlink(engine, ino: int) -> int:
 
 # -- creating and looking up ---------------------------------------------------------------
 
+def test_new_files_are_stamped_with_the_kernels_coarse_clock(run_engine):
+    """The kernel stamps a written file with its coarse clock and sends the times back only if
+    they changed: a file created and written within one tick must need no SETATTR."""
+    coarse = 5  # CLOCK_REALTIME_COARSE
+
+    async def body(engine):
+        for i in range(50):
+            before = time.clock_gettime_ns(coarse)
+            fh, attr = await engine.create(ROOT, b"f%d" % i, 0o644, os.O_RDWR, ROOT_CTX)
+            after = time.clock_gettime_ns(coarse)
+            await engine.release(fh)
+            await engine.forget([(attr.ino, 1)])
+            if before == after:  # all in one tick: the stamp must be that tick, to the ns
+                assert attr.mtime_ns == attr.ctime_ns == attr.atime_ns == before
+                return
+        pytest.fail("50 creates never fitted in one clock tick")
+
+    run_engine(body)
+
+
 def test_create_and_lookup(run_engine):
     async def body(engine):
         fh, attr = await engine.create(ROOT, b"f", 0o640, os.O_RDWR, Ctx(uid=7, gid=8))

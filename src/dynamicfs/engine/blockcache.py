@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from ..clock import now_ns
 from ..codec import Policy, blake3_digest
 from ..errors import FsError
 from ..meta import Database
@@ -433,7 +433,7 @@ class BlockCache(FileCommits):
                 self.start_seal(fs, idx)
         fs.size = max(fs.size, end)
         if stamp:
-            fs.mtime_ns = fs.ctime_ns = time.time_ns()
+            fs.mtime_ns = fs.ctime_ns = now_ns()
         fs.meta_gen += 1
         self.stats.incr("write_bytes", len(data))
         return len(data)
@@ -459,7 +459,7 @@ class BlockCache(FileCommits):
                 self._edit(db, db.truncate(size - idx * bs), base)
                 fs.dirty_gen[idx] = fs.tick()
         fs.size = size
-        fs.mtime_ns = fs.ctime_ns = time.time_ns()
+        fs.mtime_ns = fs.ctime_ns = now_ns()
         fs.meta_gen += 1
 
     def _drop_dirty(self, fs: FileState, idx: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from ..clock import now_ns
 from ..codec import Policy
 from ..disks import Fault, LabelError
 from ..errors import DynamicFSError, FsError
@@ -349,7 +350,7 @@ class Engine:
 
     async def setattr(self, ino: int, changes: SetAttr, ctx: Ctx | None = None) -> Attr:
         self._writable()
-        now = time.time_ns()
+        now = now_ns()
         row = self.ns.row(ino)
         if row.nlink == 0 and not self.opens.get(ino) and changes.size is None:
             # No name and no handle: nobody can see this inode again, and its row goes at

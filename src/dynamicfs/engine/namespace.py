@@ -15,6 +15,7 @@ import stat
 import time
 from collections.abc import Callable
 
+from ..clock import now_ns
 from ..errors import FsError
 from ..meta import Database
 from ..meta import inodes as mino
@@ -187,7 +188,7 @@ class Namespace:
         if target is not None and len(target) >= PATH_MAX:
             raise FsError(errno.ENAMETOOLONG)
         self._changed(parent)
-        now = time.time_ns()
+        now = now_ns()
         with mino.transaction(self.db):
             prow = self._dir_row(parent)
             if prow.nlink == 0:
@@ -209,7 +210,7 @@ class Namespace:
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
         _check_name(new_name)
         self._changed(new_parent)
-        now = time.time_ns()
+        now = now_ns()
         with mino.transaction(self.db):
             row = self.row(ino)
             if stat.S_ISDIR(row.mode):
@@ -247,7 +248,7 @@ class Namespace:
     def unlink(self, parent: int, name: bytes) -> int | None:
         """Remove a non-directory entry; returns the inode if it lost its last link."""
         self._changed(parent)
-        now = time.time_ns()
+        now = now_ns()
         with mino.transaction(self.db):
             ino = self._entry(parent, name)
             if stat.S_ISDIR(self.row(ino).mode):
@@ -262,7 +263,7 @@ class Namespace:
         if name == b"..":
             raise FsError(errno.ENOTEMPTY)
         self._changed(parent)
-        now = time.time_ns()
+        now = now_ns()
         with mino.transaction(self.db):
             ino = self._entry(parent, name)
             if not stat.S_ISDIR(self.row(ino).mode):
@@ -293,7 +294,7 @@ class Namespace:
             raise FsError(errno.EINVAL)
         _check_name(new_name)
         self._changed(old_parent, new_parent)
-        now = time.time_ns()
+        now = now_ns()
         with mino.transaction(self.db):
             src = self._entry(old_parent, old_name)
             if self._dir_row(new_parent).nlink == 0:
@@ -364,7 +365,7 @@ class Namespace:
 
     def touch_atime(self, row: mino.InodeRow) -> None:
         """relatime: update atime when it is older than mtime/ctime or than a day."""
-        now = time.time_ns()
+        now = now_ns()
         if (row.atime_ns <= row.mtime_ns or row.atime_ns <= row.ctime_ns
                 or now - row.atime_ns > 86400 * 10**9):
             with mino.transaction(self.db):
@@ -398,7 +399,7 @@ class Namespace:
             if flags & XATTR_REPLACE and not exists:
                 raise FsError(errno.ENODATA)
             mino.set_xattr(self.db, ino, name, value)
-            mino.update_inode(self.db, ino, ctime_ns=time.time_ns())
+            mino.update_inode(self.db, ino, ctime_ns=now_ns())
         if name == b"security.capability":
             self.has_capability.add(ino)
 
@@ -413,6 +414,6 @@ class Namespace:
             self.row(ino)
             if not mino.remove_xattr(self.db, ino, name):
                 raise FsError(errno.ENODATA)
-            mino.update_inode(self.db, ino, ctime_ns=time.time_ns())
+            mino.update_inode(self.db, ino, ctime_ns=now_ns())
         if name == b"security.capability":
             self.has_capability.discard(ino)

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..clock import now_ns
 from ..codec import Policy
 from ..disks import LabelError, LocalDisk, shared_usage
 from ..errors import DynamicFSError, PoolBusy
@@ -84,7 +85,7 @@ class Pool:
         path.mkdir(parents=True, exist_ok=True)
         config = {"format": POOL_FORMAT, "uuid": str(uuid.uuid4()), "created": time.time()}
         db = Database(path / DB_NAME, create=True)
-        now = time.time_ns()
+        now = now_ns()
         with db.transaction():
             mdisks.set_setting(db, "pool_uuid", config["uuid"])
             mdisks.set_setting(db, "block_size", str(block_size))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clock import now_ns
 from ..codec import CODEC_REP, DecodeError, Policy, policy_for_codec
 from ..disks import HEADER_SIZE, FragmentError, FragmentHeader, LabelError, LocalDisk
 from ..disks.label import fsync_dir, read_label
@@ -282,7 +283,7 @@ def _base_database(path: Path, pool: uuid.UUID, disks: list[Path]) -> tuple[str,
             mdisks.set_setting(db, "pool_uuid", str(pool))
             mdisks.set_setting(db, "block_size", str(DEFAULT_BLOCK))
             mdisks.set_setting(db, "policy", "rep:2")
-            minodes.create_inode(db, stat.S_IFDIR | 0o755, 0, 0, 2, time.time_ns(),
+            minodes.create_inode(db, stat.S_IFDIR | 0o755, 0, 0, 2, now_ns(),
                                  ino=ROOT_INODE)
         db.sync()
     finally:
@@ -452,7 +453,7 @@ class Rebuilder:
         with self.db.transaction():
             lost = repair.ensure_directory(self.pool, ROOT_INODE, repair.LOST_FOUND)
             home = repair.ensure_directory(self.pool, lost, UNATTACHED)
-            now = time.time_ns()
+            now = now_ns()
             for eid, digest, length in rows:
                 name = digest.hex().encode()
                 if minodes.lookup(self.db, home, name) is not None:

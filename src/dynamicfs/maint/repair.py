@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+from ..clock import now_ns
 from ..codec import DecodeError, get_codec, policy_for_codec
 from ..disks import HEADER_SIZE, FragmentError, LocalDisk
 from ..engine.pool import Pool
@@ -428,7 +428,7 @@ def ensure_directory(pool: Pool, parent: int, name: bytes) -> int:
                              f"and run fsck again")
     st = os.stat(pool.path)
     ino = minodes.create_inode(pool.db, stat.S_IFDIR | 0o700, st.st_uid, st.st_gid, 2,
-                               time.time_ns())
+                               now_ns())
     minodes.add_dentry(pool.db, parent, name, ino)
     minodes.add_nlink(pool.db, parent, 1)
     return ino
