@@ -105,6 +105,7 @@ class Pool:
     disks: list[Path] = field(default_factory=list)
     pid: int | None = None  # the mount daemon we started (for kill -9 and cleanup)
     pids: list[int] = field(default_factory=list)
+    block_size: int = 0  # what `init` chose for the policy (read back once created)
 
     def __post_init__(self) -> None:
         self.pool = self.base / "pool"
@@ -112,7 +113,7 @@ class Pool:
 
     def create(self) -> None:
         self.mnt.mkdir(parents=True, exist_ok=True)
-        run("init", "--policy", self.policy, self.pool)
+        self.block_size = run_json("init", "--policy", self.policy, self.pool)["block_size"]
         for i, cap in enumerate(self.caps):
             disk = self.base / f"disk{i}-{cap}"
             disk.mkdir()
@@ -465,6 +466,19 @@ def extent_owners(root: Path, block_size: int = MiB) -> dict[str, set[str]]:
                     h = blake3.blake3(block).hexdigest()
                     owners.setdefault(h, set()).add(str(p.relative_to(root)))
     return owners
+
+
+def most_allocated(path: Path, block_size: int) -> int:
+    """The most a copy of `path` may allocate: its blocks that hold any data, in full (up to
+    EOF). Holes are block-sized: zeros inside a block with data are stored with it."""
+    size = path.stat().st_size
+    zero = bytes(block_size)
+    total = 0
+    with open(path, "rb") as f:
+        for start in range(0, size, block_size):
+            if f.read(block_size) != zero[:min(block_size, size - start)]:
+                total += min(block_size, size - start)
+    return total
 
 
 def flip_byte(path: Path, offset: int) -> None:

@@ -33,6 +33,19 @@ def test_init_options(tmp_path: Path) -> None:
     assert (status["policy"], status["block_size"]) == ("ec:4+2", 256 << 10)
 
 
+@pytest.mark.parametrize(("policy", "block"), [
+    ("rep:3", 1 << 20), ("ec:2+1", 2 << 20), ("ec:3+2", 2 << 20), ("ec:4+2", 4 << 20),
+    ("ec:10+4", 4 << 20)])
+def test_init_picks_larger_blocks_for_erasure_coding(tmp_path: Path, policy: str,
+                                                    block: int) -> None:
+    """ec:K+M pools default to data fragments of about 1 MiB (blocks of up to 4 MiB)."""
+    report = cli_json("init", tmp_path / "pool", "--policy", policy)
+    assert report["block_size"] == block
+    assert cli_json("status", tmp_path / "pool")["block_size"] == block
+    assert f"block size {block >> 20}.0 MiB" in cli("init", tmp_path / "other", "--policy",
+                                                    policy).stdout
+
+
 def test_add_and_list_disks(tmp_path: Path) -> None:
     pool = make_pool(tmp_path, 3)
     (tmp_path / "fast").mkdir()

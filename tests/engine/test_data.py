@@ -319,6 +319,32 @@ def test_a_sequential_reader_gets_several_blocks_fetched_ahead(run_engine):
     run_engine(body)
 
 
+@pytest.mark.parametrize(("block", "seals"), [(4096, 8), (1 << 20, 8), (4 << 20, 2)])
+def test_seals_in_flight_are_bounded_in_bytes(run_engine, block, seals):
+    """Each seal holds a block and its fragments: 4 MiB blocks (ec pools' default) get fewer
+    at once, so memory stays within the cache size plus a fixed overhead."""
+    peak = 0
+
+    async def body(engine):
+        nonlocal peak
+        limiter = engine.data.seal_limiter
+        assert limiter.total_tokens == seals
+
+        async def watch():
+            nonlocal peak
+            while True:
+                peak = max(peak, limiter.borrowed_tokens)
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await write_file(engine, b"f", os.urandom(12 * block))
+            nursery.cancel_scope.cancel()
+        assert 1 <= peak <= seals
+
+    run_engine(body, block_size=block, cache_size=max(64 << 20, 32 * block))
+
+
 def test_blocks_read_ahead_leave_the_cache_once_read_to_the_end(run_engine):
     """A prefetched block is dropped when a reader reaches its end (the kernel caches it now);
     a block the reader fetched itself, and one read only in part, stay cached."""

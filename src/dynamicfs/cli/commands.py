@@ -15,7 +15,7 @@ from ..codec import Policy
 from ..control.client import call
 from ..control.mounts import is_dynamicfs_type, mount_type, pid_alive, pool_record
 from ..control.protocol import ControlError, NotMounted
-from ..engine.pool import Pool, parse_size
+from ..engine.pool import Pool, default_block_size, parse_size
 from ..errors import DynamicFSError, PoolBusy
 from . import output
 
@@ -118,7 +118,8 @@ def _offline_identity(pool: Pool) -> dict[str, Any]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     policy = parse_policy(args.policy)
-    block_size = parse_size_arg(args.block_size, "--block-size")
+    block_size = (default_block_size(policy) if args.block_size is None
+                  else parse_size_arg(args.block_size, "--block-size"))
     pool = Pool.create(Path(args.pool), policy, block_size)
     try:
         report = {"pool": str(pool.path), "uuid": str(pool.uuid), "policy": str(policy),

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("init", commands.cmd_init, "create a pool in an empty or new directory")
     p.add_argument("pool", metavar="POOL")
     p.add_argument("--policy", default="rep:2", help="rep:N or ec:K+M (default rep:2)")
-    p.add_argument("--block-size", default="1M", metavar="SIZE",
-                   help="logical block size, a power of two (default 1M)")
+    p.add_argument("--block-size", metavar="SIZE",
+                   help="logical block size, a power of two (default 1M; for ec:K+M the "
+                   "largest power of two up to K MiB, at most 4M)")
 
     p = verb("add-disk", commands.cmd_add_disk, "add a directory as a disk of the pool")
     p.add_argument("pool", metavar="POOL")

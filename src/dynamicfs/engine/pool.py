@@ -32,6 +32,20 @@ DB_NAME = "meta.db"
 # A mount sweeps the disks for orphans after an unclean stop, else at most this often.
 SWEEP_INTERVAL = 24 * 3600.0
 MIN_BLOCK, MAX_BLOCK = 4096, 64 * 1024 * 1024
+DEFAULT_BLOCK = 1 << 20
+# Erasure-coded pools default to blocks of up to this size, so that each data fragment is
+# about 1 MiB (as JuiceFS's 4 MiB blocks, or a Ceph EC pool's 4 MiB objects): with 1 MiB
+# blocks ec:4+2 wrote six 256 KiB files per MiB, and creating, syncing and reading that many
+# small files bounded it at a third of what the disks do (bench/ANALYSIS.md).
+MAX_EC_DEFAULT_BLOCK = 4 << 20
+
+
+def default_block_size(policy: Policy) -> int:
+    """The block size `init` picks for a pool of `policy` when none is given."""
+    if policy.kind != "ec":
+        return DEFAULT_BLOCK
+    # The largest power of two of at most k MiB: data fragments of 0.5 to 1 MiB up to k = 8.
+    return min(MAX_EC_DEFAULT_BLOCK, DEFAULT_BLOCK << (policy.k.bit_length() - 1))
 
 
 def parse_size(text: str) -> int:

@@ -39,7 +39,7 @@ from ..disks import HEADER_SIZE, FragmentError, FragmentHeader, LabelError, Loca
 from ..disks.label import fsync_dir, read_label
 from ..disks.local import TMP_PREFIX
 from ..engine.metacopy import file_blake3
-from ..engine.pool import CONFIG_NAME, DB_NAME, POOL_FORMAT, Pool
+from ..engine.pool import CONFIG_NAME, DB_NAME, DEFAULT_BLOCK, POOL_FORMAT, Pool
 from ..errors import DynamicFSError, PoolBusy
 from ..meta import ROOT_INODE, Database
 from ..meta import disks as mdisks
@@ -51,7 +51,6 @@ from . import gc, repair
 log = logging.getLogger(__name__)
 
 UNATTACHED = b"extents"  # under /lost+found
-DEFAULT_BLOCK = 1 << 20
 EMPTY = "an empty schema (no usable database or copy)"
 
 
