@@ -201,6 +201,37 @@ def test_sequential_read_then_truncate_and_extend(run_engine):
     run_engine(body)
 
 
+def test_a_file_deleted_while_its_commit_syncs_is_not_committed(run_engine):
+    """unlink + close while a commit of the file waits for its fragments to sync: the commit
+    must drop the cut (the daemon died of a KeyError here, in the benchmark's rm -rf)."""
+
+    async def body(engine):
+        cache = engine.data
+        fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+        await engine.write(fh, 0, os.urandom(3 * BS + 100))
+        real = cache._make_durable
+        syncing, deleted = trio.Event(), trio.Event()
+
+        async def slow_sync(fs, blocks):
+            syncing.set()
+            await deleted.wait()
+            await real(fs, blocks)
+
+        cache._make_durable = slow_sync
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.flush_all)
+            await syncing.wait()
+            await engine.unlink(ROOT, b"f")
+            await engine.release(fh)  # last handle: the data is freed at once
+            deleted.set()
+        cache._make_durable = real
+        await engine.forget([(attr.ino, 1)])
+        await engine.sync_metadata()
+        assert mext.block_range(engine.db, attr.ino, 0, 10) == {}
+
+    run_engine(body)  # fsck: no orphan fragments, no extents without blocks
+
+
 def test_deleting_a_file_while_its_blocks_seal_leaves_no_orphans(run_engine):
     async def body(engine):
         for _ in range(5):

@@ -114,6 +114,13 @@ class FileCommits:
                 for pb in blocks.values():
                     self._release(pb.extent)
                 raise
+            if self.files.get(fs.ino) is not fs:
+                # Deleted while its blocks were sealed or synced (the last name and handle
+                # went: forget_file dropped its state and freed its blocks): what this cut
+                # captured is garbage now, and the inode row may stay until FORGET.
+                for pb in blocks.values():
+                    self._release(pb.extent)
+                return
             try:
                 if not self._apply(fs, blocks, size, mtime_ns, ctime_ns, trunc_from):
                     self.forget_file(fs.ino)
