@@ -645,7 +645,8 @@ def write_markdown(data: dict, path: Path) -> None:
           "writeback cache, keep_cache), forwarding fsync and extended attributes (see "
           "bench/README.md for why).",
           "- **rep:1**, **rep:2**: DynamicFS pools of 4 directory disks; **ec:4+2**: a pool of "
-          "6 directory disks (ec:4+2 cannot mount on 4).", "",
+          "6 directory disks (ec:4+2 cannot mount on 4). Each has the block size `init` picks "
+          "for its policy: 1 MiB for replication, 4 MiB for ec:4+2.", "",
           "Cold workloads remount the FUSE targets (emptying the daemon's own cache) and drop "
           "the kernel caches (`echo 3 > /proc/sys/vm/drop_caches`) first.", ""]
     tgt = data.get("targets_check") or []
