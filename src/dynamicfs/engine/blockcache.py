@@ -184,13 +184,12 @@ class BlockCache(FileCommits):
         if self.nursery is None:
             return
         ino = fs.ino
-        known = self._digests.get(ino)
         last = min(last, (fs.size - 1) // self.bs)
         wanted: list[int] = []
         for idx in range(first, last + 1):
             if (ino, idx) in self._prefetching or idx in fs.dirty:
                 continue
-            digest = known.get(idx) if known is not None else None
+            digest = self._known_digest(ino, idx)
             if digest is not None and self.clean.contains(digest):
                 continue
             wanted.append(idx)
@@ -219,9 +218,13 @@ class BlockCache(FileCommits):
         finally:
             self._prefetching.discard(key)
 
-    async def _committed_block(self, ino: int, idx: int) -> bytes | None:
+    def _known_digest(self, ino: int, idx: int) -> bytes | None:
+        """The digest a read last found for committed block idx (None: not remembered)."""
         known = self._digests.get(ino)
-        digest = known.get(idx) if known is not None else None
+        return None if known is None else known.get(idx)
+
+    async def _committed_block(self, ino: int, idx: int) -> bytes | None:
+        digest = self._known_digest(ino, idx)
         if digest is not None:
             data = self.clean.get(digest)
             if data is not None:
@@ -255,8 +258,7 @@ class BlockCache(FileCommits):
         need, and make every new buffer fresh memory to fault in (a cold 1 GiB read took
         ~76,000 page faults). Blocks that came in for a reader itself stay cached.
         """
-        known = self._digests.get(ino)
-        digest = known.get(idx) if known is not None else None
+        digest = self._known_digest(ino, idx)
         if digest is not None:
             self.clean.drop_prefetched(digest)
 

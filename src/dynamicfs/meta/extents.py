@@ -26,6 +26,7 @@ class FragmentRow:
 
 
 _ECOLS = "id, hash, length, codec_id, k, m, refcount"
+_ECOLS_E = ", ".join("e." + c for c in _ECOLS.split(", "))  # the same, in a join as `e`
 
 
 def block_extent(db: Database, ino: int, idx: int) -> int | None:
@@ -51,7 +52,7 @@ def committed_range(
     """
     out: dict[int, tuple[ExtentRow, list[tuple[int, int]]]] = {}
     rows = db.query(
-        f"SELECT b.idx, {', '.join('e.' + c for c in _ECOLS.split(', '))}, f.idx, f.disk"
+        f"SELECT b.idx, {_ECOLS_E}, f.idx, f.disk"
         " FROM blocks b JOIN extents e ON e.id = b.extent"
         " JOIN fragments f ON f.extent = e.id"
         " WHERE b.inode=? AND b.idx BETWEEN ? AND ? ORDER BY b.idx, f.idx",
