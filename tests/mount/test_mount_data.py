@@ -122,12 +122,12 @@ def test_append_from_two_processes(workdir: Path) -> None:
 def test_full_pool_reports_enospc(small_pool: MountedPool) -> None:
     """Filling the pool fails with ENOSPC (not EIO), and deleting makes room again."""
     f = small_pool.mnt / "filler"
-    chunk = os.urandom(MiB)
     failed_with = None
     fd = os.open(f, os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         for _ in range(64):  # four times what the pool can hold
-            os.write(fd, chunk)
+            # Fresh bytes each time: identical blocks are deduplicated and would all fit.
+            os.write(fd, os.urandom(MiB))
         os.fsync(fd)
     except OSError as exc:
         failed_with = exc.errno
@@ -140,6 +140,7 @@ def test_full_pool_reports_enospc(small_pool: MountedPool) -> None:
     f.unlink()
     os.sync()
     g = small_pool.mnt / "after"
+    chunk = os.urandom(MiB)
     g.write_bytes(chunk)
     drop_cache(g)
     assert g.read_bytes() == chunk
