@@ -3,6 +3,8 @@ subset of fragments, and insufficient or damaged input is refused, never mis-dec
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,6 +62,14 @@ def test_fewer_than_k_shards_are_refused(case):
         return  # zero-length shards: nothing to reconstruct, covered below
     with pytest.raises(DecodeError):
         codec.decode({i: shards[i] for i in few}, len(data))
+
+
+def test_data_shards_are_views_of_the_block_not_copies():
+    # A seal holds a block and its fragments at once: copied shards cost another block.
+    data = os.urandom(4 * 4096)
+    shards = ErasureCodec(4, 2).encode(data)
+    assert all(isinstance(s, memoryview) and s.obj is data for s in shards[:4])
+    assert b"".join(shards[:4]) == data
 
 
 def test_shards_of_the_wrong_size_are_not_used():

@@ -71,3 +71,8 @@ def test_random_small_writes_count_only_written_bytes() -> None:
     # Overwriting all of the live base makes the base irrelevant.
     block.write(0, bytes(1 << 20))
     assert not block.needs_base and block.base is None and block.nbytes == 1 << 20
+
+
+def test_materialize_returns_one_immutable_block() -> None:
+    got = materialize(b"a" * 10, 8, [(2, bytearray(b"XY")), (12, b"Z")])
+    assert type(got) is bytes and got == b"aaXYaaaa\0\0\0\0Z"

@@ -37,15 +37,20 @@ class ErasureCodec:
     def shard_size(self, length: int) -> int:
         return -(-length // self.k) if length else 0
 
-    def encode(self, data: bytes) -> list[bytes]:
+    def encode(self, data: bytes) -> list[bytes | memoryview]:
+        """The k data shards (views of `data`, padded with zeros) and the m parity shards.
+
+        Views, not copies: a seal of a 4 MiB block held a second 4 MiB for its shards (two
+        seals at a time), and payloads are only written and hashed, never changed.
+        """
         size = self.shard_size(len(data))
-        padded = data + bytes(size * self.k - len(data))
-        view = memoryview(padded)
-        shards = tuple(bytes(view[i * size:(i + 1) * size]) for i in range(self.k))
         if size == 0:
             return [b""] * (self.k + self.m)
+        padded = data + bytes(size * self.k - len(data))  # data itself when no padding
+        view = memoryview(padded)
+        shards = [view[i * size:(i + 1) * size] for i in range(self.k)]
         parity = _encoder(self.k, self.k + self.m).encode(
-            shards, tuple(range(self.k, self.k + self.m)))
+            tuple(shards), tuple(range(self.k, self.k + self.m)))
         return [*shards, *(bytes(p) for p in parity)]
 
     def decode(self, fragments: dict[int, bytes], length: int) -> bytes:

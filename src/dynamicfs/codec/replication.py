@@ -17,7 +17,7 @@ class ReplicationCodec:
             raise ValueError(f"replication needs at least 1 copy, got {copies}")
         self.copies = copies
 
-    def encode(self, data: bytes) -> list[bytes]:
+    def encode(self, data: bytes) -> list[bytes | memoryview]:
         # The same object N times: payloads are written, never mutated, so copies would only
         # cost memory.
         return [data] * self.copies

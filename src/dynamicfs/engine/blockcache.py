@@ -486,13 +486,13 @@ class BlockCache(FileCommits):
         base, base_len = db.base, db.base_len
         runs = zip(db.starts, db.runs, strict=True) if db.frozen else db.snapshot()[1]
         if base is None:
-            return bytes(materialize(None, base_len, runs))
+            return materialize(None, base_len, runs)
         base.users += 1
         try:
             data = await self._pending_block(ino, idx, base)
         finally:
             self._release(base)
-        return bytes(materialize(data, base_len, runs))
+        return materialize(data, base_len, runs)
 
     def _thaw(self, db: DirtyBlock[PendingExtent]) -> None:
         """A commit cut is done with a frozen block."""

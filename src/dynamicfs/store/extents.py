@@ -93,7 +93,8 @@ class ExtentStore:
     # -- writing -----------------------------------------------------------------------------
 
     def header(
-        self, digest: bytes, length: int, policy: Policy, index: int, payload: bytes
+        self, digest: bytes, length: int, policy: Policy, index: int,
+        payload: bytes | memoryview,
     ) -> FragmentHeader:
         """The self-describing header of fragment `index` of an extent (see docs/format.md)."""
         return FragmentHeader(
