@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from conftest import BS, ROOT, corrupt_db, db_rows, fragment_files, read_file, write_file
 
 from dynamicfs.engine.types import ROOT_CTX, Ctx, SetAttr
 from dynamicfs.meta import extents as mext
+from dynamicfs.meta import inodes as mino
 
 
 async def snapshot(engine, ino: int = ROOT, path: bytes = b"") -> dict[bytes, tuple]:
@@ -144,3 +146,42 @@ def test_start_frees_extents_a_crash_left_unreferenced(run_engine):
 
     run_engine(second, pool_path=path)
     assert fragment_files(path) == []
+
+
+def test_times_of_a_file_with_uncommitted_data_commit_with_it(run_engine):
+    """The kernel sends the times it stamped on a written file at close: they are kept with
+    the file's uncommitted data and stored in its commit, not in a transaction of their own.
+    Any other change (atime, mode, owner), or a file with nothing uncommitted, commits at once."""
+    # Later than now, as the kernel's stamps are (a ctime never goes back).
+    t1, t2, t3 = (time.time_ns() + n * 10**9 + n for n in (1, 2, 3))
+
+    async def body(engine):
+        fh, attr = await engine.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+        ino = attr.ino
+        stored = mino.get_inode(engine.db, ino)
+        await engine.write(fh, 0, b"data")
+        a = await engine.setattr(ino, SetAttr(mtime_ns=t1, ctime_ns=t1))
+        assert (a.mtime_ns, a.ctime_ns, a.size) == (t1, t1, 4)
+        row = mino.get_inode(engine.db, ino)
+        assert (row.mtime_ns, row.ctime_ns, row.size) == (stored.mtime_ns, stored.ctime_ns, 0)
+        await engine.fsync(fh, False)
+        row = mino.get_inode(engine.db, ino)
+        assert (row.mtime_ns, row.ctime_ns, row.size) == (t1, t1, 4)
+
+        await engine.setattr(ino, SetAttr(mtime_ns=t2))  # nothing uncommitted: at once
+        assert mino.get_inode(engine.db, ino).mtime_ns == t2
+        await engine.write(fh, 4, b"more")
+        await engine.setattr(ino, SetAttr(atime_ns=t3, mtime_ns=t3))  # with atime: at once
+        row = mino.get_inode(engine.db, ino)
+        assert (row.atime_ns, row.mtime_ns, row.size) == (t3, t3, 4)
+        await engine.release(fh)
+        await engine.forget([(ino, 1)])
+
+    path = run_engine(body)
+
+    async def after(engine):
+        attr = await engine.lookup(ROOT, b"f", ROOT_CTX)
+        assert (attr.mtime_ns, attr.size) == (t3, 8)
+        await engine.forget([(attr.ino, 1)])
+
+    run_engine(after, pool_path=path)

@@ -167,6 +167,16 @@ class BlockCache(FileCommits):
             if ctime_ns is not None:
                 fs.ctime_ns = ctime_ns
 
+    def defer_times(self, ino: int, mtime_ns: int | None, ctime_ns: int) -> bool:
+        """Set times of a file with uncommitted changes, to be committed with them; False if
+        it has none (then the caller stores the times itself)."""
+        fs = self.files.get(ino)
+        if fs is None or not fs.busy:
+            return False
+        self.touch(ino, mtime_ns, ctime_ns)
+        fs.meta_gen += 1
+        return True
+
     # -- reading -----------------------------------------------------------------------------
 
     async def _extent_data(
