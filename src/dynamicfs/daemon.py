@@ -44,7 +44,7 @@ from .control.mounts import (
 from .control.protocol import ControlError, NotMounted
 from .engine.pool import CONFIG_NAME, SWEEP_INTERVAL, Pool
 from .errors import DynamicFSError, PoolBusy
-from .memory import limit_malloc_arenas, trim_malloc
+from .memory import limit_malloc_arenas, resident_bytes, trim_malloc
 from .meta import MetadataError
 from .obs.log import setup_logging
 
@@ -222,13 +222,17 @@ async def _stop_on_signal(mnt: Path) -> None:
         request_stop()
 
 
-async def _trim_memory() -> None:
-    """Return freed heap pages to the kernel every TRIM_INTERVAL (see memory.trim_malloc)."""
+async def _trim_memory(engine: Any) -> None:
+    """Return freed heap pages to the kernel every TRIM_INTERVAL (see memory.trim_malloc),
+    then tell the cache how much memory the daemon holds (BlockCache.memory_check)."""
     import trio
 
     while True:
         await trio.sleep(TRIM_INTERVAL)
         await trio.to_thread.run_sync(trim_malloc)
+        resident = resident_bytes()
+        if resident is not None:
+            engine.data.memory_check(resident)
 
 
 async def _background_gc(engine: Any, due: bool) -> None:
@@ -299,7 +303,7 @@ async def _serve(pool: Pool, mnt: Path, options: set[str], reporter: Reporter) -
                 log.info("mounted %s on %s", pool.path, mnt)
                 reporter.ready(pool.path, mnt)
                 nursery.start_soon(_background_gc, engine, sweep_due)
-                nursery.start_soon(_trim_memory)
+                nursery.start_soon(_trim_memory, engine)
             log.info("filesystem unmounted; flushing")
         if not engine.readonly:
             try:

@@ -59,3 +59,14 @@ def trim_malloc() -> None:
 
 _trim = None  # the malloc_trim function, False where there is none
 
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size (None where /proc is not there)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None

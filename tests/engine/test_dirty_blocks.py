@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 
 import trio
 from conftest import BS, ROOT, read_file, write_file
 
-from dynamicfs.engine.filestate import CleanCache
 from dynamicfs.engine.types import ROOT_CTX
 
 
@@ -124,64 +122,3 @@ def test_only_blocks_written_in_pieces_stay_in_the_clean_cache(run_engine):
 
     run_engine(body)
 
-
-def test_blocks_being_stored_or_fetched_shrink_the_clean_cache(run_engine):
-    """A block being coded and written, with its parity, is memory outside both the dirty and
-    the clean budget: while it is stored, clean data gets that much less (with 4 MiB ec:4+2
-    blocks such bytes took the daemon past its memory target)."""
-    old = os.urandom(6 * BS)
-
-    async def body(engine):
-        cache = engine.data
-        attr = await write_file(engine, b"old", old)
-        fh, _ = await engine.open(attr.ino, os.O_RDONLY)
-        for i in reversed(range(6)):  # backwards: no readahead, every block stays cached
-            assert await engine.read(fh, i * BS, BS) == old[i * BS:(i + 1) * BS]
-        await engine.release(fh)
-        full = cache.cache_size - cache.dirty_bytes
-        held = BS + BS // 4 * 2  # a block and its two parity shards
-        assert cache.clean.limit == full and cache.clean.used == 6 * BS > full - held
-        real = cache._write_deferred
-        storing, go = threading.Event(), threading.Event()
-
-        def held_write(data, policy, digest):
-            storing.set()
-            go.wait(10)
-            return real(data, policy, digest)
-
-        cache._write_deferred = held_write
-        fh, _ = await engine.create(ROOT, b"new", 0o644, os.O_RDWR, ROOT_CTX)
-        await engine.write(fh, 0, os.urandom(BS))  # a whole block: its seal starts at once
-        await trio.to_thread.run_sync(storing.wait, 10)
-        full = cache.cache_size - cache.dirty_bytes
-        assert cache.clean.limit == full - held and cache.clean.used <= full - held
-        go.set()
-        await cache.wait_idle()
-        cache._write_deferred = real
-        assert cache.clean.limit == cache.cache_size - cache.dirty_bytes
-        await engine.fsync(fh, False)
-        await engine.release(fh)
-
-        # A fetch holds the fragments it reads until they are decoded into the cache.
-        real_read = cache.store.read
-        fetching, go = threading.Event(), threading.Event()
-
-        def held_read(*args, **kwargs):
-            fetching.set()
-            go.wait(10)
-            return real_read(*args, **kwargs)
-
-        cache.clean = CleanCache(cache.clean.limit)  # forget everything: the read must fetch
-        cache.store.read = held_read
-        fh, _ = await engine.open(attr.ino, os.O_RDONLY)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(engine.read, fh, 0, 100)
-            await trio.to_thread.run_sync(fetching.wait, 10)
-            assert cache.clean.limit == cache.cache_size - cache.dirty_bytes - BS
-            go.set()
-        cache.store.read = real_read
-        assert cache.clean.limit == cache.cache_size - cache.dirty_bytes
-        await engine.release(fh)
-        await engine.forget([(attr.ino, 1)])
-
-    run_engine(body, policy="ec:4+2", ndisks=6, cache_size=7 * BS)

@@ -1,8 +1,10 @@
-"""The mount daemon caps glibc's malloc arenas before its worker threads start."""
+"""The mount daemon caps glibc's malloc arenas before its worker threads start, and reads its
+own resident size for the cache's memory check."""
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,9 @@ def test_trim_malloc_gives_freed_heap_pages_back() -> None:
         return
 
     def rss_kib() -> int:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        resident = memory.resident_bytes()
+        assert resident is not None
+        return resident // 1024
 
     # Many small buffers (below the mmap threshold: heap memory), every other one freed, so
     # the free space sits inside the heap where glibc does not return it by itself.
@@ -78,3 +79,42 @@ def test_trim_malloc_gives_freed_heap_pages_back() -> None:
     after = rss_kib()
     assert before - after > 50 * 1024  # ~115 MiB freed inside the heap; most comes back
     del keep
+
+
+def test_resident_bytes_follows_what_the_process_touches() -> None:
+    before = memory.resident_bytes()
+    assert before is not None and before > 1 << 20
+    # A fresh mapping (a heap allocation might reuse pages already resident), every page
+    # written once.
+    with mmap.mmap(-1, 64 << 20) as block:
+        for off in range(0, len(block), mmap.PAGESIZE):
+            block[off] = 1
+        after = memory.resident_bytes()
+    assert after is not None and after - before >= 60 << 20
+
+
+def test_the_trim_loop_reports_the_resident_size_to_the_cache(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import trio
+
+    seen: list[int] = []
+
+    class Cache:
+        def memory_check(self, resident: int) -> None:
+            seen.append(resident)
+
+    class Engine:
+        data = Cache()
+
+    monkeypatch.setattr(daemon, "TRIM_INTERVAL", 0.01)
+
+    async def run() -> None:
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(daemon._trim_memory, Engine())
+                while len(seen) < 2:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    assert len(seen) >= 2 and all(r > 1 << 20 for r in seen)

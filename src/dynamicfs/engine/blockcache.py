@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # fragments ran at ~1.7 GiB/s here, 4 at ~1.2).
 READAHEAD_BYTES = 16 << 20
 SEAL_BYTES = 8 << 20  # blocks being sealed at once, at most (but two blocks at least)
+# What the daemon may hold beyond its cache before the clean cache gives way (memory_check):
+# the interpreter, libraries and SQLite take ~30 MiB, requests and seals in flight the rest.
+MEMORY_OVERHEAD = 100 << 20
 # Files whose block digests reads remember at once (then the memory is started afresh).
 _DIGEST_FILES = 4096
 
@@ -79,6 +82,9 @@ class BlockCache(FileCommits):
         # parity, fragments being read) also come out of the clean part: with 4 MiB blocks
         # they took the daemon ~30 MiB past its budget.
         self._held = 0
+        # Taken off the clean part while the daemon's memory is over cache + MEMORY_OVERHEAD
+        # (memory_check): freed buffers the heap cannot give back count too.
+        self._squeeze = 0
         self._space_freed = trio.Condition()
         self._zero = bytes(block_size)
         self._pending_by_digest: dict[bytes, PendingExtent] = {}
@@ -117,7 +123,26 @@ class BlockCache(FileCommits):
         self._fit_clean()
 
     def _fit_clean(self) -> None:
-        self.clean.resize(self.cache_size - self._dirty_bytes - self._held)
+        self.clean.resize(self.cache_size - self._dirty_bytes - self._held - self._squeeze)
+
+    def memory_check(self, resident: int) -> None:
+        """Shrink the clean cache while the process holds more than the cache size plus
+        MEMORY_OVERHEAD, and let it grow back as memory comes down (as ZFS's ARC gives way
+        to memory pressure).
+
+        The budget counts the data the cache holds, not what the heap keeps around it: after
+        random writes free thousands of small runs, new 4 MiB blocks no longer fit in the
+        holes, and an ec:4+2 daemon measured up to ~200 MiB over its cache. Called every
+        second, after malloc_trim, with the resident set size.
+        """
+        over = resident - (self.cache_size + MEMORY_OVERHEAD)
+        # At most the share dirty data never takes: beyond it there is nothing left to drop.
+        squeeze = min(max(0, self._squeeze + over), self.cache_size - self.dirty_limit)
+        if squeeze != self._squeeze:
+            if not self._squeeze:
+                self.stats.incr("cache_squeezes")
+            self._squeeze = squeeze
+            self._fit_clean()
 
     @contextmanager
     def _holding(self, nbytes: int) -> Iterator[None]:
