@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import stat
 import subprocess
@@ -29,16 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fusemount import FUSERMOUNT, cli, detach, in_mountinfo, need_fuse, pid_running
 
-FUSERMOUNT = shutil.which("fusermount3")
 _SCRIPT = Path(sys.executable).parent / "dynamicfs"
 DYNAMICFS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "dynamicfs"]
 MiB = 1 << 20
-
-
-def need_fuse() -> None:
-    if not os.path.exists("/dev/fuse") or FUSERMOUNT is None:
-        pytest.skip("needs /dev/fuse and fusermount3")
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -47,13 +41,7 @@ def need_fuse() -> None:
 def run(*args: object, check: bool = True,
         timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run `dynamicfs ARGS` as a user would; a failure shows the command's own output."""
-    cmd = [*DYNAMICFS, *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        pytest.fail(f"dynamicfs {' '.join(map(str, args))} exited {proc.returncode}\n"
-                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+    return cli(*args, check=check, timeout=timeout, prog=DYNAMICFS)
 
 
 def run_json(*args: object, check: bool = True) -> dict:
@@ -63,21 +51,6 @@ def run_json(*args: object, check: bool = True) -> dict:
     except json.JSONDecodeError:
         pytest.fail(f"dynamicfs {' '.join(map(str, args))} --json exited {proc.returncode} "
                     f"without JSON:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-
-
-def in_mountinfo(path: Path) -> bool:
-    # Reading mountinfo never blocks, unlike stat() on a mount whose daemon is stuck.
-    target = str(path).replace("\\", "\\134").replace(" ", "\\040")
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        return any(line.split(" ")[4] == target for line in f)
-
-
-def pid_running(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def wait_until(predicate: object, timeout: float, step: float = 0.05) -> bool:
@@ -174,8 +147,7 @@ class Pool:
                            capture_output=True, timeout=60, check=False)
         if in_mountinfo(self.mnt):
             self.kill_hung()
-            subprocess.run([FUSERMOUNT or "fusermount3", "-u", "-z", str(self.mnt)],
-                           capture_output=True, check=False)
+            detach(self.mnt)
         for pid in self.pids:
             if not wait_until(lambda p=pid: not pid_running(p), 5):
                 self.kill_hung()

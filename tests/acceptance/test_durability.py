@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from acclib import MiB, Pool, build_tree, pid_running, run, run_json, wait_until
+from acclib import MiB, Pool, build_tree, run, run_json, wait_until
+from fusemount import pid_running
 
 
 @pytest.mark.parametrize("policy,caps", [("rep:2", ["40M", "60M", "80M"]),

@@ -24,7 +24,6 @@ from acclib import (
     extent_owners,
     flip_byte,
     fragment_files,
-    in_mountinfo,
     most_allocated,
     pool_session,
     read_errno,
@@ -32,6 +31,7 @@ from acclib import (
     run_json,
     wait_until,
 )
+from fusemount import in_mountinfo
 
 # policy -> disk caps (unequal; all directories share one filesystem, so caps make the sizes)
 POOLS = {

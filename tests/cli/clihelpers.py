@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,20 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fusemount import cli, detach, in_mountinfo, pid_running
 
-FUSERMOUNT = shutil.which("fusermount3")
 WAIT = 30.0
-
-
-def cli(*args: object, check: bool = True,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "dynamicfs", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd[2:])} exited {proc.returncode}\n"
-                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
 
 
 def cli_json(*args: object) -> object:
@@ -48,20 +36,6 @@ def assert_error(proc: subprocess.CompletedProcess[str], code: int | None = None
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
-
-
-def in_mountinfo(path: Path) -> bool:
-    target = str(path).replace("\\", "\\134").replace(" ", "\\040")
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        return any(line.split(" ")[4] == target for line in f)
-
-
-def pid_running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def wait_for(predicate: object, what: str, timeout: float = WAIT) -> None:
@@ -107,8 +81,7 @@ class Mount:
         if in_mountinfo(self.mnt):
             subprocess.run([sys.executable, "-m", "dynamicfs", "umount", self.mnt,
                             "--timeout", "20"], capture_output=True, timeout=60)
-        if FUSERMOUNT and in_mountinfo(self.mnt):
-            subprocess.run([FUSERMOUNT, "-u", "-z", str(self.mnt)], capture_output=True)
+        detach(self.mnt)
         for pid in self.pids:
             deadline = time.monotonic() + 10
             while pid_running(pid) and time.monotonic() < deadline:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clihelpers import FUSERMOUNT, Mount, make_pool
+from clihelpers import Mount, make_pool
+from fusemount import need_fuse
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,8 +21,7 @@ def pool(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Mount]:
-    if not os.path.exists("/dev/fuse") or FUSERMOUNT is None:
-        pytest.skip("needs /dev/fuse and fusermount3")
+    need_fuse()
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     m = Mount(make_pool(tmp_path), mnt)

@@ -166,7 +166,8 @@ def test_the_sweep_runs_after_a_crash_not_after_a_clean_unmount(tmp_path: Path) 
     import subprocess
     import time
 
-    from clihelpers import FUSERMOUNT, make_pool, pid_running
+    from clihelpers import make_pool
+    from fusemount import FUSERMOUNT, pid_running
 
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -15,16 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from clihelpers import (
-    FUSERMOUNT,
-    Mount,
-    assert_error,
-    cli,
-    cli_json,
-    in_mountinfo,
-    pid_running,
-    wait_for,
-)
+from clihelpers import Mount, assert_error, cli, cli_json, wait_for
+from fusemount import FUSERMOUNT, in_mountinfo, pid_running
 
 pytestmark = pytest.mark.mount
 

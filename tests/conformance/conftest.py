@@ -22,13 +22,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pjdlib
 import pytest
-from pjdmount import FUSERMOUNT, Mount, cli, searchable_tmpdir
+from fusemount import make_pool, need_fuse, watchdog
+from pjdmount import Mount, searchable_tmpdir
 
 TEST_TIMEOUT = 60.0  # one conformance test running longer than this is taken as a hang
 LOCAL = os.environ.get("DYNAMICFS_CONFORMANCE_LOCAL", "")
@@ -57,18 +57,11 @@ def conformance_mount() -> Iterator[tuple[Path, Mount | None]]:
         finally:
             shutil.rmtree(base, ignore_errors=True)
         return
-    if not os.path.exists("/dev/fuse") or FUSERMOUNT is None:
-        pytest.skip("needs /dev/fuse and fusermount3")
+    need_fuse()
     base = searchable_tmpdir("/tmp")
     mnt = base / "mnt"
     mnt.mkdir(mode=0o755)
-    pool = base / "pool"
-    cli("init", pool)
-    for i in range(4):
-        disk = base / f"disk{i}"
-        disk.mkdir()
-        cli("add-disk", pool, disk)
-    m = Mount(pool, mnt, base)
+    m = Mount(make_pool(base), mnt, base)
     m.mount()
     pjdlib.RECHECK[0] = os.environ.get("DYNAMICFS_CONFORMANCE_RECHECK", "1") != "0"
     status: int | None = 0
@@ -89,29 +82,11 @@ def d(conformance_mount: tuple[Path, Mount | None],
       request: pytest.FixtureRequest) -> Iterator[Path]:
     """A fresh 0755 root-owned directory for one test (pjdfstest's `mkdir ${n} 0755; cd`)."""
     root, m = conformance_mount
-    if m is not None and not m.alive():
-        m.unmount()
-        m.mount()
+    if m is not None:
+        m.revive()
     pjdlib.ROOT[:] = [root]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
     path = root / name
-    fired = threading.Event()
-
-    def on_hang() -> None:
-        fired.set()
-        if m is not None:
-            m.kill()
-
-    watchdog = threading.Timer(TEST_TIMEOUT, on_hang)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
+    with watchdog(m, TEST_TIMEOUT):
         pjdlib.expect("0", "mkdir", path, 0o755)
         yield path
-    finally:
-        watchdog.cancel()
-    if fired.is_set():
-        detail = m.daemon_output() if m is not None else ""
-        pytest.fail(f"test ran over {TEST_TIMEOUT} s; daemon killed\n{detail}")
-    if m is not None and not m.alive():
-        pytest.fail(f"mount daemon died during the test\n{m.daemon_output()}")

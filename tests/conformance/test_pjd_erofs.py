@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fusemount import FUSERMOUNT, make_pool
 from pjdlib import expect
-from pjdmount import FUSERMOUNT, Mount, cli, searchable_tmpdir
+from pjdmount import Mount, searchable_tmpdir
 
 NOBODY = 65534
 
@@ -27,11 +28,7 @@ def ro_tree() -> Iterator[Path]:
     base = searchable_tmpdir("/tmp")
     mnt = base / "mnt"
     mnt.mkdir(mode=0o755)
-    pool = base / "pool"
-    cli("init", pool)
-    for i in range(2):
-        (base / f"disk{i}").mkdir()
-        cli("add-disk", pool, base / f"disk{i}")
+    pool = make_pool(base, disks=2)
     rw = Mount(pool, mnt, base)
     rw.mount()
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fusemount import drop_cache
 
 if TYPE_CHECKING:
     from conftest import MountedPool
@@ -18,15 +19,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
-
-
-def drop_cache(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def test_random_io_matches_local_file(workdir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fusemount import drop_cache
 
 pytestmark = pytest.mark.mount
 
@@ -25,16 +26,6 @@ def errno_of(fn, *args, **kwargs) -> int:
     with pytest.raises(OSError) as info:
         fn(*args, **kwargs)
     return info.value.errno
-
-
-def drop_cache(path: Path) -> None:
-    """Evict the file's clean pages so the next read is answered by the filesystem."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def test_create_read_write(workdir: Path) -> None:

@@ -10,16 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fusemount import in_mountinfo
 
 if TYPE_CHECKING:
     from conftest import MountedPool
 
 pytestmark = pytest.mark.mount
-
-
-def _mounted_now(path: Path) -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        return any(line.split(" ")[4] == str(path) for line in f)
 
 
 def test_sigterm_unmounts_and_keeps_data(workdir: Path, mounted: MountedPool) -> None:
@@ -29,7 +25,7 @@ def test_sigterm_unmounts_and_keeps_data(workdir: Path, mounted: MountedPool) ->
     assert mounted.proc is not None
     mounted.proc.send_signal(signal.SIGTERM)
     assert mounted.proc.wait(60) == 0, mounted.daemon_output()
-    assert not _mounted_now(mounted.mnt)
+    assert not in_mountinfo(mounted.mnt)
     mounted.mount()
     assert (workdir / "f").read_bytes() == data
 
@@ -41,7 +37,7 @@ def test_umount_command(workdir: Path, mounted: MountedPool) -> None:
     assert proc.returncode == 0, proc.stderr
     assert mounted.proc is not None
     assert mounted.proc.wait(60) == 0, mounted.daemon_output()
-    assert not _mounted_now(mounted.mnt)
+    assert not in_mountinfo(mounted.mnt)
     mounted.mount()
     assert (workdir / "g").read_bytes() == b"kept"
 
@@ -53,7 +49,7 @@ def test_refused_mount_option(unmounted_pool: tuple[Path, Path], option: str) ->
         [sys.executable, "-m", "dynamicfs", "mount", "-o", option, str(pool), str(mnt)],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert not _mounted_now(mnt)
+    assert not in_mountinfo(mnt)
     assert "Traceback" not in proc.stderr
     assert option.split("=")[0] in proc.stderr, proc.stderr
 
