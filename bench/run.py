@@ -75,6 +75,7 @@ class Target:
     policy: str | None = None
     disks: int = 4
     peak_rss_kib: int = 0
+    window_peak_kib: int = 0  # since start_window(): one workload's peak
     cpu_done: float = 0.0
     proc: subprocess.Popen | None = None
     _pid: int | None = None
@@ -139,14 +140,27 @@ class Target:
     def sample(self) -> None:
         if self._pid is not None:
             with contextlib.suppress(OSError):
-                self.peak_rss_kib = max(self.peak_rss_kib, proc_stats(self._pid)[0])
+                self._saw(proc_stats(self._pid)[0])
+
+    def _saw(self, hwm_kib: int) -> None:
+        self.peak_rss_kib = max(self.peak_rss_kib, hwm_kib)
+        self.window_peak_kib = max(self.window_peak_kib, hwm_kib)
+
+    def start_window(self) -> None:
+        """Start measuring one workload's peak: VmHWM is reset to the current RSS
+        (clear_refs 5), after its value so far went into the run's peak."""
+        self.sample()
+        self.window_peak_kib = 0
+        if self._pid is not None:
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{self._pid}/clear_refs").write_text("5\n")
 
     def unmount(self) -> None:
         if self.kind == "raw" or self._pid is None:
             return
         with contextlib.suppress(OSError):
             hwm, cpu = proc_stats(self._pid)
-            self.peak_rss_kib = max(self.peak_rss_kib, hwm)
+            self._saw(hwm)
             self.cpu_done += cpu
         pid, self._pid = self._pid, None
         if self.kind == "dynamicfs":
@@ -686,6 +700,15 @@ def write_markdown(data: dict, path: Path) -> None:
         for tname, d in data["daemons"].items():
             L.append(f"| {tname} | {fmt(d['peak_rss_mib'])} | {fmt(d['cpu_s'])} |")
         L.append("")
+    if data.get("peaks"):
+        names = list(data["daemons"])
+        L += ["### daemon peak RSS per workload (MiB, highest of the rounds)", "",
+              "| workload | " + " | ".join(names) + " |",
+              "| --- |" + " ---: |" * len(names)]
+        for wname, per in data["peaks"].items():
+            L.append(f"| {wname} | " + " | ".join(
+                fmt(max(per[n])) if n in per else "" for n in names) + " |")
+        L.append("")
     L += ["## Targets from issue 5", "",
           "| workload | target |", "| --- | --- |",
           "| sequential write 1 GiB, rep:2 and ec:4+2 | ≥ 0.6 × passthrough (rep:1 ≥ 0.8 ×) |",
@@ -815,6 +838,7 @@ def main() -> int:
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
     results: dict = {}
     cpu: dict = {}
+    peaks: dict = {}  # workload -> target -> the daemon's peak RSS (MiB) per round
     scan_res = scan_from  # None unless --scan-from (then no scan runs)
     try:
         for t in targets:
@@ -827,10 +851,14 @@ def main() -> int:
                 for t in order:
                     console.print(f"round {r + 1}/{args.rounds} {w.name:14} {t.name}", end="")
                     c0 = t.cpu()
+                    t.start_window()
                     t0 = time.perf_counter()
                     vals = w.fn(cfg, t)
                     t.sample()
                     used = t.cpu() - c0
+                    if t.kind != "raw":
+                        peaks.setdefault(w.name, {}).setdefault(t.name, []).append(
+                            t.window_peak_kib / 1024)
                     console.print(f"  ({time.perf_counter() - t0:.1f} s) " + ", ".join(
                         f"{k} {fmt(v)}" for k, v in vals.items()))
                     for metric, v in vals.items():
@@ -867,7 +895,7 @@ def main() -> int:
                    "workloads": [w.name for w in workloads] + ([SCAN] if do_scan else []),
                    **({"note": scan_note} if scan_note else {})},
         "results": results, "summary": summary, "cpu": cpu, "scan": scan_res,
-        "daemons": daemons,
+        "daemons": daemons, "peaks": peaks,
     }
     data["targets_check"] = check_targets(summary, scan_res, daemons)
     out = RESULTS / f"{stamp}.json"
