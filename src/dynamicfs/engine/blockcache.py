@@ -82,8 +82,8 @@ class BlockCache(FileCommits):
         self.dirty_limit = max(cache_size // 2, 4 * block_size)
         self._dirty_bytes = 0
         # Bytes that running seals and fetches hold outside both (a block being coded, its
-        # parity, fragments being read) also come out of the clean part: with 4 MiB blocks
-        # they took the daemon ~30 MiB past its budget.
+        # parity, fragments being read) also come out of the clean part: with 4 MiB ec:4+2
+        # blocks two seals hold 12 MiB and a readahead window of fetches 16 MiB more.
         self._held = 0
         # Taken off the clean part while the daemon's memory is over cache + MEMORY_OVERHEAD
         # (memory_check): freed buffers the heap cannot give back count too.

@@ -128,7 +128,7 @@ def materialize(
 
     `runs` are sorted and disjoint, as a DirtyBlock keeps them. The result is joined in one
     allocation: merging into a bytearray and then copying it to bytes for the store held two
-    block-sized buffers per seal (4 MiB blocks: 8 MiB each, two seals at a time).
+    block-sized buffers per seal (8 MiB per seal with 4 MiB blocks, two seals at a time).
     """
     old = memoryview(base)[:base_len] if base is not None else memoryview(b"")
     pieces: list[bytes | bytearray | memoryview] = []
