@@ -232,7 +232,7 @@ async def _trim_memory(engine: Any) -> None:
         await trio.to_thread.run_sync(trim_malloc)
         resident = resident_bytes()
         if resident is not None:
-            engine.data.memory_check(resident)
+            engine.memory_check(resident)
 
 
 async def _background_gc(engine: Any, due: bool) -> None:

@@ -107,3 +107,16 @@ def test_the_clean_cache_gives_way_while_the_daemon_holds_too_much(run_engine):
         await engine.forget([(attr.ino, 1)])
 
     run_engine(body, cache_size=8 * BS)
+
+
+def test_a_cache_smaller_than_the_dirty_floor_is_never_squeezed_past_its_size(run_engine):
+    # Dirty data may always take four blocks: with a cache that small there is no clean
+    # share to give up, and the memory check must not hand the cache more than its size.
+    async def body(engine):
+        cache = engine.data
+        assert cache.dirty_limit > cache.cache_size
+        cache.memory_check(cache.cache_size + MEMORY_OVERHEAD + 8 * BS)
+        cache.memory_check(0)
+        assert cache.clean.limit == cache.cache_size - cache.dirty_bytes
+
+    run_engine(body, cache_size=2 * BS)

@@ -99,12 +99,9 @@ def test_the_trim_loop_reports_the_resident_size_to_the_cache(
 
     seen: list[int] = []
 
-    class Cache:
+    class Engine:
         def memory_check(self, resident: int) -> None:
             seen.append(resident)
-
-    class Engine:
-        data = Cache()
 
     monkeypatch.setattr(daemon, "TRIM_INTERVAL", 0.01)
 

@@ -140,7 +140,8 @@ class BlockCache(FileCommits):
         """
         over = resident - (self.cache_size + MEMORY_OVERHEAD)
         # At most the share dirty data never takes: beyond it there is nothing left to drop.
-        squeeze = min(max(0, self._squeeze + over), self.cache_size - self.dirty_limit)
+        room = max(0, self.cache_size - self.dirty_limit)
+        squeeze = min(max(0, self._squeeze + over), room)
         if squeeze != self._squeeze:
             if not self._squeeze:
                 self.stats.incr("cache_squeezes")

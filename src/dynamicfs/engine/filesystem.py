@@ -645,6 +645,10 @@ class Engine:
             ffree=MAX_INODES - files, favail=MAX_INODES - files, namemax=255,
         )
 
+    def memory_check(self, resident: int) -> None:
+        """The daemon's resident size, once a second: the cache gives way while it is high."""
+        self.data.memory_check(resident)
+
     def status(self) -> dict:
         report = self.pool.status()
         report.update({
