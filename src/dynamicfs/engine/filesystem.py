@@ -544,7 +544,7 @@ class Engine:
         # Every change reaches us through the kernel, so its page cache is never stale.
         return fh, True
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         ino = self._ino(fh)
         if fh not in self._atime_checked:
             self._atime_checked.add(fh)

@@ -318,7 +318,7 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), to_entry(attr)
 
     @_boundary
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         return await self.engine.read(fh, off, size)
 
     @_boundary
