@@ -1,6 +1,7 @@
 """DynamicFS benchmark suite: raw directory vs pyfuse3 passthrough vs DynamicFS pools.
 
-    .venv/bin/python bench/run.py [--rounds 3] [--quick] [--only WORKLOAD] [--profile WORKLOAD]
+    .venv/bin/python bench/run.py [--rounds 3] [--quick] [--only WORKLOAD]
+    .venv/bin/python bench/run.py --profile WORKLOAD [--profile-target rep:1|rep:2|ec:4+2]
 
 Every workload runs on every target, interleaved, in an order rotated each round; the figure
 kept is the median of the rounds, shown with its ratios to "raw" and to "passthrough". Results
@@ -80,6 +81,7 @@ class Target:
     proc: subprocess.Popen | None = None
     _pid: int | None = None
     prefix: str = ""
+    profiler: Profiler | None = None  # follows the daemon across remounts (profile mode)
 
     @property
     def root(self) -> Path:
@@ -125,6 +127,8 @@ class Target:
             run([DYNAMICFS, "mount", str(self.pool), str(self.dir)])
             status = json.loads(run([DYNAMICFS, "status", "--json", str(self.pool)]).stdout)
             self._pid = status["pid"]
+        if self.profiler is not None and self._pid is not None:
+            self.profiler.attach(self._pid)
 
     def pid(self) -> int | None:
         return self._pid
@@ -158,6 +162,8 @@ class Target:
     def unmount(self) -> None:
         if self.kind == "raw" or self._pid is None:
             return
+        if self.profiler is not None:
+            self.profiler.detach()
         with contextlib.suppress(OSError):
             hwm, cpu = proc_stats(self._pid)
             self._saw(hwm)
@@ -746,28 +752,91 @@ def ensure_pyspy() -> str:
     return str(exe)
 
 
-def profile(cfg: Config, wl: Workload, stamp: str) -> None:
-    t = Target("rep:2", "dynamicfs", "rep:2", 4, prefix="profile-")
+class Profiler:
+    """py-spy attached to a target's daemon, following it across remounts.
+
+    Cold workloads (seqread, randread-cold, smallfiles) unmount and mount again, which starts
+    a new daemon: each daemon gets its own flame graph, numbered in mount order, so the part
+    measured after the remount (the cold reads) is profiled too.
+    """
+
+    def __init__(self, pyspy: str, stem: str) -> None:
+        self.pyspy = pyspy
+        self.stem = stem
+        self.active = False
+        self.parts: list[Path] = []
+        self._proc: subprocess.Popen | None = None
+
+    def attach(self, pid: int) -> None:
+        if not self.active:
+            return
+        self.detach()
+        svg = RESULTS / f"{self.stem}-{len(self.parts) + 1}.svg"
+        self._proc = subprocess.Popen(
+            [self.pyspy, "record", "--pid", str(pid), "--output", str(svg),
+             "--format", "flamegraph", "--threads", "--rate", "250", "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.parts.append(svg)
+        time.sleep(1)  # py-spy needs a moment to attach; earlier samples would be lost
+
+    def detach(self) -> None:
+        """Stop recording; py-spy writes the flame graph on SIGINT."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def finish(self) -> list[Path]:
+        """The flame graphs written (one daemon: without the number)."""
+        self.active = False
+        self.detach()
+        done = []
+        for p in self.parts:
+            if not p.exists():
+                continue
+            # A daemon that did nothing while attached (seqread's first one) gets an SVG
+            # that only says so.
+            if "No valid input" in p.read_text(errors="replace")[:2000]:
+                p.unlink()
+            else:
+                done.append(p)
+        if len(done) == 1:
+            single = RESULTS / f"{self.stem}.svg"
+            done[0].rename(single)
+            done = [single]
+        return done
+
+
+PROFILE_TARGETS = {"rep:1": 4, "rep:2": 4, "ec:4+2": 6}
+
+
+def profile(cfg: Config, wl: Workload, target: str, stamp: str) -> None:
+    t = Target(target, "dynamicfs", target, PROFILE_TARGETS[target], prefix="profile-")
     pyspy = ensure_pyspy()
+    slug = target.replace(":", "_").replace("+", "_")
+    t.profiler = Profiler(pyspy, f"profile-{wl.name}-{slug}-{stamp}")
     try:
         t.setup()
         # Unprofiled first pass: lays out the files the workload reads.
         wl.fn(cfg, t)
-        if wl.name in ("seqread", "randread-cold", "smallfiles"):
-            console.print("[yellow]this workload remounts (cold caches): the profile follows "
-                          "the daemon mounted before the remount only[/]")
-        svg = RESULTS / f"profile-{wl.name}-{stamp}.svg"
-        spy = subprocess.Popen([pyspy, "record", "--pid", str(t.pid()), "--output", str(svg),
-                                "--format", "flamegraph", "--threads", "--rate", "250",
-                                "--nonblocking"])
-        time.sleep(1)
+        t.profiler.active = True
+        t.profiler.attach(t.pid())
         res = wl.fn(cfg, t)
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
+        svgs = t.profiler.finish()
         console.print(res)
-        console.print(f"flame graph: {svg}")
+        for svg in svgs:
+            console.print(f"flame graph: {svg}")
+        if len(svgs) > 1:
+            console.print("[yellow]this workload remounts (cold caches): one flame graph per "
+                          "daemon, in mount order; the last one is the cold part[/]")
     finally:
-        t.unmount()
+        t.profiler.active = False
+        t.unmount()  # stops py-spy first
 
 
 def main() -> int:
@@ -784,7 +853,10 @@ def main() -> int:
     ap.add_argument("--scan-files", type=int, help="files in the big scan pool "
                     "(default 1,000,000; 20,000 with --quick)")
     ap.add_argument("--profile", metavar="WORKLOAD",
-                    help="run WORKLOAD once on rep:2 under py-spy; flame graph in bench/results/")
+                    help="run WORKLOAD once under py-spy; flame graphs in bench/results/")
+    ap.add_argument("--profile-target", metavar="TARGET", default="rep:2",
+                    choices=sorted(PROFILE_TARGETS),
+                    help="the pool --profile runs on: rep:1, rep:2 (default) or ec:4+2")
     ap.add_argument("--no-report", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--scan-from", metavar="RESULTS_JSON", type=Path,
                     help="report the scan of an earlier run (its bench/results JSON) instead "
@@ -815,7 +887,8 @@ def main() -> int:
     if args.profile:
         if args.profile == SCAN:
             ap.error("the scan cannot be profiled; pick another workload")
-        profile(cfg, next(w for w in WORKLOADS if w.name == args.profile), stamp)
+        profile(cfg, next(w for w in WORKLOADS if w.name == args.profile),
+                args.profile_target, stamp)
         return 0
 
     unmount_leftovers()
