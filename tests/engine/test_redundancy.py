@@ -44,8 +44,10 @@ def counters(engine) -> Counter:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_round_trip(run_engine, policy):
-    n = Policy.parse(policy).n_fragments
     files = {b"multi": os.urandom(3 * BS + 1234), b"tiny": b"x", b"exact": os.urandom(BS)}
+    # A tiny extent of an ec file is kept as M+1 replicas (see the test below).
+    parsed = Policy.parse(policy)
+    n = parsed.n_fragments
 
     async def first(engine):
         for name, data in files.items():
@@ -54,8 +56,9 @@ def test_round_trip(run_engine, policy):
             ino = await ino_of(engine, name)
             assert await read_file(engine, ino) == data
             frags = extent_fragments(engine, ino, 0)
-            assert len(frags) == n and all(p.exists() for p in frags)
-            assert len({p.parents[3] for p in frags}) == n, "two fragments on one disk"
+            want = parsed.m + 1 if name == b"tiny" else n
+            assert len(frags) == want and all(p.exists() for p in frags)
+            assert len({p.parents[3] for p in frags}) == want, "two fragments on one disk"
 
     path = run_engine(first, policy=policy, ndisks=n + 1)
 
@@ -385,3 +388,36 @@ def test_policy_change_applies_to_new_extents(run_engine):
         assert str(engine.pool.policy) == "ec:2+1"
 
     run_engine(after, pool_path=path)
+
+
+def test_small_extents_of_ec_files_are_replicated(run_engine, replica_zero_first):
+    """Under ec:4+2 a 1 KiB file would be six fragments of one 4 KiB block each; it is stored
+    as three replicas instead (same two lost disks survived, half the space and files), while
+    a full block stays erasure coded. Each extent records its codec: reads after a remount and
+    losing two of the three replicas still find the data."""
+    small, big = os.urandom(1024), os.urandom(BS)
+    paths: list = []
+
+    async def first(engine):
+        for name, data in ((b"small", small), (b"big", big)):
+            attr = await write_file(engine, name, data)
+            eid = mext.block_extent(engine.db, attr.ino, 0)
+            ext = mext.get_extent(engine.db, eid)
+            frags = extent_fragments(engine, attr.ino, 0)
+            if name == b"small":
+                assert (ext.codec_id, ext.k, ext.m, len(frags)) == (1, 1, 2, 3)
+                assert counters(engine)["small_extents_replicated"] == 1
+                paths.extend(frags)
+            else:
+                assert (ext.codec_id, ext.k, ext.m, len(frags)) == (2, 4, 2, 6)
+
+    path = run_engine(first, policy="ec:4+2", ndisks=6)
+    for p in paths[:2]:  # replicas 0 and 1, which reads try first (replica_zero_first)
+        p.unlink()
+
+    async def second(engine):
+        assert await read_file(engine, await ino_of(engine, b"small")) == small
+        assert await read_file(engine, await ino_of(engine, b"big")) == big
+        assert counters(engine)["degraded_reads"] == 1
+
+    run_engine(second, pool_path=path)

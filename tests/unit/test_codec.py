@@ -151,3 +151,31 @@ def test_blake3_digest_same_on_every_path(size):
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     assert blake3_digest(data) == blake3.blake3(data).digest()
     assert blake3_digest(memoryview(data)) == blake3_digest(data)
+
+
+@pytest.mark.parametrize("length,stored_as", [
+    (1, "rep:3"), (4096 - 128, "rep:3"),  # one block either way per fragment: 3 beat 6
+    (4096, "rep:3"),  # 3 x 2 blocks = 6 x 1 block: a tie goes to fewer files
+    (8192, "ec:4+2"), (16384, "ec:4+2"), (1 << 20, "ec:4+2"),
+])
+def test_small_extents_of_an_ec_policy_are_replicated(length, stored_as):
+    assert str(Policy.parse("ec:4+2").for_extent(length, 128)) == stored_as
+
+
+@settings(max_examples=300, deadline=None)
+@given(k=st.integers(1, 16), m=st.integers(1, 8), length=st.integers(0, 1 << 20),
+       overhead=st.sampled_from([0, 128, 4096]))
+def test_extent_policy_never_costs_space_or_safety(k, m, length, overhead):
+    """Whatever it picks survives as many lost disks as the file's policy, and takes no more
+    4 KiB blocks than erasure coding would."""
+    policy = Policy("ec", k, m)
+    chosen = policy.for_extent(length, overhead)
+    assert chosen.tolerates == policy.tolerates
+
+    def blocks(p: Policy) -> int:
+        payload = -(-length // p.k) if p.kind == "ec" else length
+        return p.n_fragments * -(-(payload + overhead) // 4096)
+
+    assert blocks(chosen) <= blocks(policy)
+    for text in ("rep:1", "rep:3"):
+        assert Policy.parse(text).for_extent(length, overhead) == Policy.parse(text)

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 CODEC_REP = 1
 CODEC_EC = 2
 
+# The least a file takes on a disk: filesystems allocate whole blocks (ext4, XFS, Btrfs and
+# ZFS with ashift=12 all use 4 KiB). What `Policy.for_extent` compares extents by.
+ALLOC_UNIT = 4096
+
 _REP_RE = re.compile(r"rep:(\d+)")
 _EC_RE = re.compile(r"ec:(\d+)\+(\d+)")
 
@@ -42,6 +46,26 @@ class Policy:
         if self.kind == "rep":
             return f"rep:{self.k + self.m}"
         return f"ec:{self.k}+{self.m}"
+
+    def for_extent(self, length: int, overhead: int) -> Policy:
+        """The policy a new extent of `length` bytes is stored under.
+
+        This one, except that under erasure coding an extent too small to gain from it is
+        kept as M+1 replicas: the same number of lost disks survived, in no more space, and
+        in fewer fragment files (a 2 KiB file under ec:4+2 is six fragments of one 4 KiB
+        block each; as three replicas, three blocks). `overhead` is what each fragment file
+        holds besides its payload (the fragment header). Every extent records its own codec,
+        so reads, repair and fsck follow it whatever the file's policy says.
+        """
+        if self.kind != "ec" or length <= 0:
+            return self
+
+        def blocks(payload: int) -> int:
+            return -(-(payload + overhead) // ALLOC_UNIT)
+
+        coded = (self.k + self.m) * blocks(-(-length // self.k))
+        replicated = (self.m + 1) * blocks(length)
+        return Policy("rep", 1, self.m) if replicated <= coded else self
 
     @property
     def n_fragments(self) -> int:

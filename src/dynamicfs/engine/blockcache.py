@@ -676,6 +676,10 @@ class BlockCache(FileCommits):
             self.stats.incr("dedup_hits")
             return pe
         busy = self._sealing_digest[digest] = trio.Event()
+        stored_as = policy.for_extent(len(data), self.store.fragment_overhead)
+        if stored_as != policy:
+            self.stats.incr("small_extents_replicated")
+            policy = stored_as
         try:
             with self._holding(self._seal_bytes(policy)):
                 try:

@@ -105,6 +105,9 @@ class ExtentStore:
             payload_hash=digest if policy.kind == "rep" else blake3_digest(payload),
         )
 
+    # What each fragment file holds besides its payload (for Policy.for_extent).
+    fragment_overhead = HEADER_SIZE
+
     def write(
         self, data: bytes, policy: Policy, digest: bytes | None = None, *, durable: bool = True
     ) -> SealedExtent:
