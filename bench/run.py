@@ -84,8 +84,13 @@ class Target:
     profiler: Profiler | None = None  # follows the daemon across remounts (profile mode)
 
     @property
+    def slug(self) -> str:
+        """The name as it appears in paths ("ec:4+2" -> "ec_4_2")."""
+        return self.name.replace(":", "_").replace("+", "_")
+
+    @property
     def root(self) -> Path:
-        return BASE / (self.prefix + self.name.replace(":", "_").replace("+", "_"))
+        return BASE / (self.prefix + self.slug)
 
     @property
     def dir(self) -> Path:
@@ -822,14 +827,15 @@ class Profiler:
         return done
 
 
-PROFILE_TARGETS = {"rep:1": 4, "rep:2": 4, "ec:4+2": 6}
+# The pools --profile can run on: the DynamicFS targets, as the suite sets them up.
+PROFILE_TARGETS = [t.name for t in make_targets(None) if t.kind == "dynamicfs"]
 
 
 def profile(cfg: Config, wl: Workload, target: str, stamp: str) -> None:
-    t = Target(target, "dynamicfs", target, PROFILE_TARGETS[target], prefix="profile-")
+    t = make_targets([target])[0]
+    t.prefix = "profile-"
     pyspy = ensure_pyspy()
-    slug = target.replace(":", "_").replace("+", "_")
-    t.profiler = Profiler(pyspy, f"profile-{wl.name}-{slug}-{stamp}")
+    t.profiler = Profiler(pyspy, f"profile-{wl.name}-{t.slug}-{stamp}")
     try:
         t.setup()
         # Unprofiled first pass: lays out the files the workload reads.
@@ -865,7 +871,7 @@ def main() -> int:
     ap.add_argument("--profile", metavar="WORKLOAD",
                     help="run WORKLOAD once under py-spy; flame graphs in bench/results/")
     ap.add_argument("--profile-target", metavar="TARGET", default="rep:2",
-                    choices=sorted(PROFILE_TARGETS),
+                    choices=PROFILE_TARGETS,
                     help="the pool --profile runs on: rep:1, rep:2 (default) or ec:4+2")
     ap.add_argument("--no-report", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--scan-from", metavar="RESULTS_JSON", type=Path,

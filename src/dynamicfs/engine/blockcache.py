@@ -410,7 +410,7 @@ class BlockCache(FileCommits):
             elif type(data) is bytes and len(data) >= stop:
                 chunk = memoryview(data)[start:stop]
             else:
-                chunk = bytes(data[start:stop])
+                chunk = bytes(memoryview(data)[start:stop])  # one copy, not slice + bytes()
                 if len(chunk) < stop - start:
                     chunk += bytes(stop - start - len(chunk))
             parts.append(chunk)
