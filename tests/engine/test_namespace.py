@@ -15,6 +15,7 @@ import pytest
 import trio
 from conftest import ROOT, read_file, write_file
 
+from dynamicfs.engine import namespace
 from dynamicfs.engine.types import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
@@ -22,9 +23,11 @@ from dynamicfs.engine.types import (
     XATTR_CREATE,
     XATTR_REPLACE,
     Ctx,
+    DirEntry,
     SetAttr,
 )
 from dynamicfs.errors import FsError
+from dynamicfs.meta import inodes as mino
 
 
 async def fails(code: int, coro) -> None:
@@ -488,6 +491,111 @@ def test_readdir_offsets_stable_while_entries_change(run_engine):
         assert len(seen) == len(set(seen)), "an entry was listed twice"
         expected = ({b"f%02d" % i for i in range(55)} | {b"new%d" % s for s in range(1, 6)})
         assert set(seen) == expected
+
+    run_engine(body)
+
+
+async def list_all(engine, d: int) -> list[DirEntry]:
+    """A whole listing, page by page, as the kernel asks for it."""
+    out: list[DirEntry] = []
+    offset = 0
+    while entries := await engine.readdir(d, offset):
+        out += entries
+        offset = entries[-1].next_offset
+    return out
+
+
+def by_name(entries: list[DirEntry]) -> dict[bytes, DirEntry]:
+    return {e.name: e for e in entries}
+
+
+def test_readdir_reads_sqlite_once_and_shows_every_change(run_engine, monkeypatch):
+    reads: list[int] = []
+    real = mino.list_dir_plus
+
+    def counted(db, parent, after, limit):
+        reads.append(parent)
+        return real(db, parent, after, limit)
+
+    monkeypatch.setattr(mino, "list_dir_plus", counted)
+
+    async def body(engine):
+        d = await mkdir(engine, ROOT, b"d")
+        other = await mkdir(engine, ROOT, b"other")
+        for i in range(2500):  # more than one batch read from SQLite
+            await engine.mknod(d, b"f%04d" % i, stat.S_IFREG | 0o644, 0, ROOT_CTX)
+        engine.lookups.clear()  # the kernel would forget them; nothing here is unlinked
+        first = await list_all(engine, d)
+        assert len(first) == 2502
+        read = len(reads)
+        assert await list_all(engine, d) == first
+        assert await list_all(engine, d) == first
+        assert len(reads) == read, "a listing read SQLite again with nothing changed"
+
+        names = by_name(first)
+        ino = {n: names[n].attr.ino for n in (b"f0001", b"f0002", b"f0003", b"f0005")}
+
+        async def relisted() -> dict[bytes, DirEntry]:
+            listed = by_name(await list_all(engine, d))
+            assert set(listed) == set(names), "the names differ from the model's"
+            return listed
+
+        # Each change on its own, the listing checked after it.
+        await engine.setattr(ino[b"f0001"], SetAttr(mode=0o600, mtime_ns=123))
+        listed = await relisted()
+        assert stat.S_IMODE(listed[b"f0001"].attr.mode) == 0o600
+        assert listed[b"f0001"].attr.mtime_ns == 123
+        linked = await engine.link(ino[b"f0002"], other, b"second", ROOT_CTX)
+        await engine.forget([(linked.ino, 1)])
+        assert (await relisted())[b"f0002"].attr.nlink == 2, "a name elsewhere changed nlink"
+        await engine.unlink(other, b"second")
+        assert (await relisted())[b"f0002"].attr.nlink == 1
+        await engine.unlink(d, b"f0004")
+        del names[b"f0004"]
+        await relisted()
+        await engine.rename(d, b"f0005", d, b"renamed", 0)
+        names[b"renamed"] = names.pop(b"f0005")
+        assert (await relisted())[b"renamed"].attr.ino == ino[b"f0005"]
+        await write_file(engine, b"new", b"x" * 7, parent=d)
+        names[b"new"] = names[b"f0001"]
+        assert (await relisted())[b"new"].attr.size == 7
+        await engine.rename(d, b"new", other, b"moved", 0)
+        del names[b"new"]
+        await relisted()
+
+        # Data still in the write-back cache changes no row: the listing read before it
+        # shows the file's live size all the same.
+        read = len(reads)
+        fh, _ = await engine.open(ino[b"f0003"], os.O_WRONLY)
+        await engine.write(fh, 0, b"y" * 5000)
+        assert by_name(await list_all(engine, d))[b"f0003"].attr.size == 5000
+        assert len(reads) == read
+        await engine.release(fh)
+        engine.lookups.clear()
+
+    run_engine(body)
+
+
+def test_listings_kept_stay_within_their_bound(run_engine, monkeypatch):
+    monkeypatch.setattr(namespace, "_LISTING_BATCH", 300)
+    monkeypatch.setattr(namespace, "_LISTING_PAGE", 64)
+    monkeypatch.setattr(namespace, "_LISTED_MAX", 1000)
+
+    async def body(engine):
+        dirs = {}
+        for name, count in ((b"big", 2300), (b"small", 250), (b"mid", 700)):
+            dirs[name] = await mkdir(engine, ROOT, name)
+            for i in range(count):
+                await engine.mknod(dirs[name], b"e%05d" % i, stat.S_IFREG | 0o644, 0,
+                                   ROOT_CTX)
+        engine.lookups.clear()
+        ns = engine.ns
+        expected = {name: [b".", b".."] + [b"e%05d" % i for i in range(count)]
+                    for name, count in ((b"big", 2300), (b"small", 250), (b"mid", 700))}
+        for name in (b"big", b"small", b"big", b"mid", b"small", b"mid", b"big"):
+            assert [e.name for e in await list_all(engine, dirs[name])] == expected[name]
+            held = sum(len(listing.entries) for listing in ns._listings.values())
+            assert ns._listed == held <= 1000
 
     run_engine(body)
 

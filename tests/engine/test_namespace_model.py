@@ -189,13 +189,14 @@ def test_random_namespace_operations_match_the_model(ops):
             for op in ops:
                 await apply(engine, model, op, ids)
                 # Attributes come from a row cache: it must agree with SQLite after every
-                # operation, the failed ones included.
+                # operation, the failed ones included. Listings are kept between operations:
+                # they must show every one of them.
                 assert_cache_true(engine)
-            tree, nlinks = await engine_tree(engine)
-            mapping: dict[int, int] = {}
-            assert same_shape(model, tree, mapping), (model, tree)
-            for fid, n in names_per_file(model, {}).items():
-                assert nlinks[mapping[fid]] == n
+                tree, nlinks = await engine_tree(engine)
+                mapping: dict[int, int] = {}
+                assert same_shape(model, tree, mapping), (op, model, tree)
+                for fid, n in names_per_file(model, {}).items():
+                    assert nlinks[mapping[fid]] == n, op
 
         run_in_pool(path, body)
     finally:

@@ -137,6 +137,37 @@ def test_inode_cache_inner_failure_commits_with_the_outer_transaction(tmp_path):
     assert _fresh(db, a).nlink == 4
 
 
+def test_every_namespace_change_moves_the_generation(tmp_path):
+    # The engine keeps directory listings while this number stays put: every function that
+    # changes an inode row or a directory entry must move it, inside a transaction or not.
+    db, (a, b, c) = _cache_db(tmp_path)
+    changes = [
+        lambda: mino.update_inode(db, a, size=1),
+        lambda: mino.add_nlink(db, a, 1),
+        lambda: mino.create_inode(db, 0o100644, 0, 0, 1, 1),
+        lambda: mino.add_dentry(db, a, b"x", b),
+        lambda: mino.retarget_dentry(db, a, b"x", c),
+        lambda: mino.move_dentry(db, a, b"x", b, b"y"),
+        lambda: mino.remove_dentry(db, b, b"y"),
+        lambda: mino.delete_inode(db, c),
+        lambda: mino.forget_cached(db),
+    ]
+    for tracked in (False, True):
+        for change in changes:
+            before = mino.namespace_generation(db)
+            with mino.transaction(db) if tracked else contextlib.nullcontext():
+                change()
+            assert mino.namespace_generation(db) != before, (tracked, change)
+        c = mino.create_inode(db, 0o100644, 0, 0, 1, 1)
+    # Reading moves nothing.
+    before = mino.namespace_generation(db)
+    mino.get_inode(db, a)
+    mino.list_dir_plus(db, a, 0, 10)
+    mino.lookup(db, a, b"x")
+    assert mino.namespace_generation(db) == before
+    db.close()
+
+
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(

@@ -470,7 +470,7 @@ class Engine:
         return ino
 
     async def readdir(self, ino: int, offset: int) -> list[DirEntry]:
-        return [DirEntry(n, a, o) for n, a, o in self.ns.readdir(ino, offset)]
+        return self.ns.readdir(ino, offset)
 
     async def releasedir(self, fh: int) -> None:
         pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import stat
-import time
 from collections.abc import Callable
 
 from ..clock import now_ns
@@ -20,13 +19,26 @@ from ..errors import FsError
 from ..meta import Database
 from ..meta import inodes as mino
 from ..meta.schema import ROOT_INODE
-from .types import RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, Attr, Ctx
+from .types import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    XATTR_CREATE,
+    XATTR_REPLACE,
+    Attr,
+    Ctx,
+    DirEntry,
+)
 
 NAME_MAX = 255
 PATH_MAX = 4096
-_LISTING_TTL = 1.0
 _ATTRS_MAX = 1 << 15
+# Directory entries read from SQLite at a time, and handed to one readdir call (the kernel's
+# buffer holds fewer: what does not fit is asked for again from the offset reached).
 _LISTING_BATCH = 2000
+_LISTING_PAGE = 256
+# Entries kept over all listings (~450 bytes each): a directory larger than this is listed
+# in windows of a batch, read again for every listing.
+_LISTED_MAX = 1 << 14
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
 # POSIX ACLs are not supported: the kernel checks mode bits (default_permissions) and the FUSE
@@ -64,8 +76,9 @@ class Namespace:
         self.gone: set[int] = set()
         # ino -> (the row it was made from, Attr): see attr().
         self._attrs: dict[int, tuple[mino.InodeRow, Attr]] = {}
-        # ino -> (when read, entries, next_offset -> index): see readdir.
-        self._listings: dict[int, tuple[float, list[tuple[bytes, Attr, int]], dict[int, int]]] = {}
+        # Directory inode -> its listing, oldest first; see readdir.
+        self._listings: dict[int, _Listing] = {}
+        self._listed = 0  # entries held by all listings
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -132,42 +145,76 @@ class Namespace:
             raise FsError(errno.EINVAL if not stat.S_ISLNK(row.mode) else errno.EIO)
         return target
 
-    def readdir(self, ino: int, offset: int) -> list[tuple[bytes, Attr, int]]:
+    def readdir(self, ino: int, offset: int) -> list[DirEntry]:
         """Entries after `offset`: "." is offset 1, ".." offset 2, then dentry id + 2.
 
         Dentry ids only grow, so entries added or removed during a listing never make another
-        entry repeat or vanish. The kernel asks for a page of entries at a time, so one batch
-        read from SQLite serves the following calls of the same listing for up to a second;
-        any change to the directory drops it.
+        entry repeat or vanish. `ls` and `find` list the same directories again and again, and
+        the kernel asks for a buffer's worth of entries at a time: entries read from SQLite
+        are kept per directory until any inode row or directory entry changes (the namespace
+        generation), so a listing costs SQL only the first time. Files with data still in the
+        write-back cache are shown with their live size and times.
         """
-        cached = self._listings.get(ino)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < _LISTING_TTL:
-            at = cached[2].get(offset)
-            if at is not None and at + 1 < len(cached[1]):
-                return cached[1][at + 1:]
-        batch = self._read_dir(ino, offset, _LISTING_BATCH)
-        if len(self._listings) > 64:
-            self._listings.clear()
-        self._listings[ino] = (now, batch, {e[2]: i for i, e in enumerate(batch)})
-        return batch
+        generation = mino.namespace_generation(self.db)
+        listings = self._listings
+        listing = listings.pop(ino, None)  # put back below, as the newest
+        at = None
+        if listing is not None and listing.generation == generation:
+            at = listing.index.get(offset)
+            if (at == len(listing.entries) and not listing.complete
+                    and at + _LISTING_BATCH > _LISTED_MAX):
+                at = None  # too large to keep growing: a new window from here
+        if at is None:
+            if listing is not None:
+                self._listed -= len(listing.entries)
+            listing, at = _Listing(generation, offset), 0
+        listings[ino] = listing
+        if at == len(listing.entries) and not listing.complete:
+            self._fill(ino, listing, offset)
+        page = listing.entries[at:at + _LISTING_PAGE]
+        overlay = self.overlay
+        for i, row in enumerate(listing.rows[at:at + _LISTING_PAGE]):
+            live = overlay(row)
+            if live is not row:
+                entry = page[i]
+                page[i] = DirEntry(entry.name, self._make_attr(live), entry.next_offset)
+        return page
 
-    def _changed(self, *dirs: int) -> None:
-        for d in dirs:
-            self._listings.pop(d, None)
+    def _fill(self, ino: int, listing: _Listing, offset: int) -> None:
+        """Append the next batch of entries after `offset`, the end of `listing`."""
+        rows, complete = self._read_dir(ino, offset, _LISTING_BATCH)
+        # Room first, by dropping the listings used longest ago (this one is the newest).
+        listings = self._listings
+        while self._listed + len(rows) > _LISTED_MAX:
+            oldest = next(iter(listings))
+            if oldest == ino:
+                break
+            self._listed -= len(listings.pop(oldest).entries)
+        self._listed += len(rows)
+        listing.complete = complete
+        base = len(listing.entries)
+        make_attr = self._make_attr
+        for i, (name, row, next_offset) in enumerate(rows, base + 1):
+            listing.rows.append(row)
+            listing.entries.append(DirEntry(name, make_attr(row), next_offset))
+            listing.index[next_offset] = i
 
-    def _read_dir(self, ino: int, offset: int, limit: int) -> list[tuple[bytes, Attr, int]]:
-        if self._dir_row(ino).nlink == 0:
-            return []  # removed while open: empty, as ext4 and tmpfs list it
-        out: list[tuple[bytes, Attr, int]] = []
+    def _read_dir(
+        self, ino: int, offset: int, limit: int,
+    ) -> tuple[list[tuple[bytes, mino.InodeRow, int]], bool]:
+        """(name, inode row, next offset) of up to `limit` entries after `offset`; and whether
+        they reach the end of the directory."""
+        drow = self._dir_row(ino)
+        if drow.nlink == 0:
+            return [], True  # removed while open: empty, as ext4 and tmpfs list it
+        out: list[tuple[bytes, mino.InodeRow, int]] = []
         if offset < 1:
-            out.append((b".", self.attr(self._dir_row(ino)), 1))
+            out.append((b".", drow, 1))
         if offset < 2:
-            out.append((b"..", self.getattr(self._parent(ino)), 2))
-        for dentry_id, name, row in mino.list_dir_plus(self.db, ino, max(0, offset - 2), limit):
-            # Rows read here are fresh objects, never cached: nothing to reuse or keep.
-            out.append((name, self._make_attr(self.overlay(row)), dentry_id + 2))
-        return out
+            out.append((b"..", self.row(self._parent(ino)), 2))
+        dentries = mino.list_dir_plus(self.db, ino, max(0, offset - 2), limit)
+        out += [(name, row, dentry_id + 2) for dentry_id, name, row in dentries]
+        return out, len(dentries) < limit
 
     # -- creating ----------------------------------------------------------------------------
 
@@ -187,7 +234,6 @@ class Namespace:
         _check_name(name)
         if target is not None and len(target) >= PATH_MAX:
             raise FsError(errno.ENAMETOOLONG)
-        self._changed(parent)
         now = now_ns()
         with mino.transaction(self.db):
             prow = self._dir_row(parent)
@@ -209,7 +255,6 @@ class Namespace:
 
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
         _check_name(new_name)
-        self._changed(new_parent)
         now = now_ns()
         with mino.transaction(self.db):
             row = self.row(ino)
@@ -247,7 +292,6 @@ class Namespace:
 
     def unlink(self, parent: int, name: bytes) -> int | None:
         """Remove a non-directory entry; returns the inode if it lost its last link."""
-        self._changed(parent)
         now = now_ns()
         with mino.transaction(self.db):
             ino = self._entry(parent, name)
@@ -262,7 +306,6 @@ class Namespace:
             raise FsError(errno.EINVAL)
         if name == b"..":
             raise FsError(errno.ENOTEMPTY)
-        self._changed(parent)
         now = now_ns()
         with mino.transaction(self.db):
             ino = self._entry(parent, name)
@@ -293,7 +336,6 @@ class Namespace:
                 RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise FsError(errno.EINVAL)
         _check_name(new_name)
-        self._changed(old_parent, new_parent)
         now = now_ns()
         with mino.transaction(self.db):
             src = self._entry(old_parent, old_name)
@@ -417,3 +459,21 @@ class Namespace:
             mino.update_inode(self.db, ino, ctime_ns=now_ns())
         if name == b"security.capability":
             self.has_capability.discard(ino)
+
+
+class _Listing:
+    """The entries of one directory from some offset on, as read at one namespace generation.
+
+    `rows` holds each entry's inode row as read, so a readdir can tell from the write-back
+    cache whether its attributes are still live; `index` maps a readdir offset to the entry
+    that follows it.
+    """
+
+    __slots__ = ("generation", "rows", "entries", "index", "complete")
+
+    def __init__(self, generation: int, offset: int) -> None:
+        self.generation = generation
+        self.rows: list[mino.InodeRow] = []
+        self.entries: list[DirEntry] = []
+        self.index: dict[int, int] = {offset: 0}
+        self.complete = False

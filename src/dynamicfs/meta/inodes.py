@@ -4,6 +4,8 @@ Inode rows are read on almost every FUSE request (getattr, lookup, the open-coun
 release), so each `Database` keeps the committed rows it has seen in memory (`_RowCache`).
 The cache is only correct because every change of the `inodes` table goes through the
 functions of this module, and because the mount is the pool's only writer (invariant 7).
+The same functions count every change of an inode row or a directory entry
+(`namespace_generation`), so the engine can keep directory listings until something changes.
 """
 
 from __future__ import annotations
@@ -50,15 +52,20 @@ class _RowCache:
     transaction opened otherwise (`Database.transaction()` directly) just evicts the row.
     Every access happens under `Database.lock`, which a transaction holds from BEGIN to
     COMMIT, so a tracked transaction's state is only ever seen by its own thread.
+
+    `generation` counts changes of inode rows and directory entries, committed or not: a
+    value read before a query and unchanged after it means nothing the query read has
+    changed since (a change still uncommitted at the read holds the lock the query waits for).
     """
 
-    __slots__ = ("rows", "pending", "touched", "depth")
+    __slots__ = ("rows", "pending", "touched", "depth", "generation")
 
     def __init__(self) -> None:
         self.rows: dict[int, InodeRow] = {}
         self.pending: dict[int, InodeRow | None] = {}
         self.touched: set[int] = set()
         self.depth = 0
+        self.generation = 0
 
     def keep(self, row: InodeRow) -> None:
         rows = self.rows
@@ -82,6 +89,7 @@ class _RowCache:
 
     def changed(self, ino: int, row: InodeRow | None) -> None:
         """Record the new value of a row this transaction changed (None: deleted)."""
+        self.generation += 1
         if self.depth:
             self.pending[ino] = row
             self.touched.discard(ino)
@@ -90,6 +98,7 @@ class _RowCache:
 
     def unknown(self, ino: int) -> None:
         """A row changed in a way only a read can tell."""
+        self.generation += 1
         if self.depth:
             self.pending.pop(ino, None)
             self.touched.add(ino)
@@ -203,7 +212,14 @@ def get_inode(db: Database, ino: int) -> InodeRow | None:
 def forget_cached(db: Database) -> None:
     """Drop every cached row (for tests, and after the database changed behind our back)."""
     with db.lock:
-        _cache(db).rows.clear()
+        cache = _cache(db)
+        cache.rows.clear()
+        cache.generation += 1
+
+
+def namespace_generation(db: Database) -> int:
+    """A number that changes whenever an inode row or a directory entry may have changed."""
+    return _cache(db).generation
 
 
 def create_inode(
@@ -292,24 +308,31 @@ def lookup(db: Database, parent: int, name: bytes) -> int | None:
 
 
 def add_dentry(db: Database, parent: int, name: bytes, ino: int) -> None:
-    db.execute("INSERT INTO dentries (parent, name, inode) VALUES (?, ?, ?)", (parent, name, ino))
+    _change_dentries(db, "INSERT INTO dentries (parent, name, inode) VALUES (?, ?, ?)",
+                     (parent, name, ino))
 
 
 def remove_dentry(db: Database, parent: int, name: bytes) -> None:
-    db.execute("DELETE FROM dentries WHERE parent=? AND name=?", (parent, name))
+    _change_dentries(db, "DELETE FROM dentries WHERE parent=? AND name=?", (parent, name))
 
 
 def retarget_dentry(db: Database, parent: int, name: bytes, ino: int) -> None:
-    db.execute("UPDATE dentries SET inode=? WHERE parent=? AND name=?", (ino, parent, name))
+    _change_dentries(db, "UPDATE dentries SET inode=? WHERE parent=? AND name=?",
+                     (ino, parent, name))
 
 
 def move_dentry(
     db: Database, parent: int, name: bytes, new_parent: int, new_name: bytes
 ) -> None:
-    db.execute(
-        "UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
-        (new_parent, new_name, parent, name),
-    )
+    _change_dentries(db, "UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
+                     (new_parent, new_name, parent, name))
+
+
+def _change_dentries(db: Database, sql: str, args: tuple[int | bytes, ...]) -> None:
+    # Counted under the lock, like the row changes, so no increment is lost between threads.
+    with db.lock:
+        db.conn.execute(sql, args)
+        _cache(db).generation += 1
 
 
 def has_children(db: Database, parent: int) -> bool:
