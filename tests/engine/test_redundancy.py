@@ -223,20 +223,48 @@ def test_a_full_disk_is_skipped(run_engine):
     assert len(per_disk) == 3 and sum(per_disk.values()) == 36
 
 
-def test_a_failing_disk_is_written_around(run_engine):
+@pytest.mark.parametrize("policy", ["rep:1", "rep:2", "ec:2+1"])
+def test_a_failing_disk_is_written_around(run_engine, policy):
+    # rep:1 covers the fragment a seal writes in its own thread, not through the executor.
     async def body(engine):
         bad = min(engine.store.disks())
         engine.inject_fault(bad, Fault("write", "error", errno=errno.EIO))
-        # Placement is random: a disk escapes all n rep:2 extents on 4 disks with
-        # probability 2^-n (8 blocks failed 1 run in ~250).
+        # Placement is random: a disk escapes all n extents on 4 disks with probability
+        # (3/4)^n under rep:1, 2^-n under rep:2 (8 blocks failed 1 run in ~250).
         await write_distinct_blocks(engine, 32, BS)
         engine.clear_faults()
         assert counters(engine)["fragment_write_errors"] >= 1
         ino = await ino_of(engine, b"blocks")
         assert len(await read_file(engine, ino)) == 32 * BS
 
-    path = run_engine(body, policy="rep:2")
+    path = run_engine(body, policy=policy)
     assert sum(r[0] for r in db_rows(path, "SELECT write_errors FROM disks")) >= 1
+
+
+@pytest.mark.parametrize("policy,handed_off", [("rep:1", 0), ("rep:2", 1), ("ec:4+2", 5)])
+def test_a_seal_writes_one_fragment_itself(run_engine, policy, handed_off):
+    # The sealing thread would only wait for its first fragment: it writes that one itself,
+    # and hands only the others to the I/O executor.
+    async def body(engine):
+        inner = engine.store.executor
+        handed: list[str] = []
+
+        class Counting:
+            def submit(self, fn, *args, **kwargs):
+                handed.append(fn.__name__)
+                return inner.submit(fn, *args, **kwargs)
+
+        engine.store.executor = Counting()
+        try:
+            await write_distinct_blocks(engine, 8, BS)
+            await engine.commit_all()
+        finally:
+            engine.store.executor = inner
+        assert handed.count("write_fragment") == 8 * handed_off
+        ino = await ino_of(engine, b"blocks")
+        assert len(await read_file(engine, ino)) == 8 * BS
+
+    run_engine(body, policy=policy, ndisks=6)
 
 
 # -- running out of space ----------------------------------------------------------------------

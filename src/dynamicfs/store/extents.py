@@ -153,10 +153,18 @@ class ExtentStore:
                 raise OSError(errno.ENOSPC, f"no set of {want} disks can hold "
                               f"a {need}-byte fragment under {policy}")
             futures: dict[int, tuple[int, Future[int]]] = {}
-            for index, disk_id in zip(pending, targets, strict=True):
+            jobs = list(zip(pending, targets, strict=True))
+            for index, disk_id in jobs[1:]:
                 disk = self._disks[disk_id]
                 futures[index] = (disk_id, self.executor.submit(
                     disk.write_fragment, headers[index], payloads[index], durable=durable))
+            # The first fragment is written here: this thread would only wait for it, and
+            # every hand-off to another thread is a GIL switch and a wake-up (rep:1 had two
+            # threads per block, of which one idled).
+            index, disk_id = jobs[0]
+            futures[index] = (disk_id, _run_here(
+                self._disks[disk_id].write_fragment, headers[index], payloads[index],
+                durable=durable))
             pending = []
             for index, (disk_id, fut) in futures.items():
                 try:
@@ -355,3 +363,13 @@ class ExtentStore:
                 log.info("repaired fragment %s.%d on disk %d", digest.hex(), index, where[index])
             except OSError as exc:
                 log.warning("could not repair fragment %s.%d: %s", digest.hex(), index, exc)
+
+
+def _run_here(fn: Callable[..., int], *args: object, **kwargs: object) -> Future[int]:
+    """Call fn now, in this thread, with its outcome in a Future like the executor's."""
+    fut: Future[int] = Future()
+    try:
+        fut.set_result(fn(*args, **kwargs))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
