@@ -57,7 +57,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Crash leftovers are swept this long after mounting: late enough not to compete with
 # whatever the user does right after the mount, early enough that nobody has to run gc.
 GC_DELAY = 5.0
-TRIM_INTERVAL = 1.0  # seconds between malloc_trim calls (memory.trim_malloc)
+TRIM_INTERVAL = 1.0  # seconds between malloc_trim calls (memory.trim_malloc) at the latest
+# How often the resident size is read: above the cache's line (BlockCache.memory_high) the
+# heap is trimmed at once rather than at the next TRIM_INTERVAL.
+MEMORY_CHECK_INTERVAL = 0.2
 
 
 def fusermount() -> str | None:
@@ -223,13 +226,29 @@ async def _stop_on_signal(mnt: Path) -> None:
 
 
 async def _trim_memory(engine: Any) -> None:
-    """Return freed heap pages to the kernel every TRIM_INTERVAL (see memory.trim_malloc),
-    then tell the cache how much memory the daemon holds (BlockCache.memory_check)."""
+    """Return freed heap pages to the kernel (see memory.trim_malloc), then tell the cache how
+    much memory the daemon holds (BlockCache.memory_check).
+
+    Every TRIM_INTERVAL, and sooner while the resident size is over the cache's line: a
+    random writer frees its dirty runs in bursts, when their blocks are sealed, and until
+    the next trim the freed pages stay resident next to the new blocks (ec:4+2 random writes,
+    two runs each: peaks of 382-424 MiB trimming once a second, 351-363 every 0.2 s, the same
+    IOPS). Reading the size costs a read of /proc; trimming walks the heap, and pages it gives
+    back are faulted in again when reused, so it is not done more often than needed.
+    """
     import trio
 
+    # Half a check of slack, so the timed trim falls on the check nearest TRIM_INTERVAL.
+    period = TRIM_INTERVAL - MEMORY_CHECK_INTERVAL / 2
+    last = trio.current_time()
     while True:
-        await trio.sleep(TRIM_INTERVAL)
+        await trio.sleep(MEMORY_CHECK_INTERVAL)
+        resident = resident_bytes()
+        if trio.current_time() - last < period and (
+                resident is None or not engine.memory_high(resident)):
+            continue
         await trio.to_thread.run_sync(trim_malloc)
+        last = trio.current_time()
         resident = resident_bytes()
         if resident is not None:
             engine.memory_check(resident)

@@ -104,6 +104,7 @@ def test_the_trim_loop_reports_the_resident_size_to_the_cache(
             seen.append(resident)
 
     monkeypatch.setattr(daemon, "TRIM_INTERVAL", 0.01)
+    monkeypatch.setattr(daemon, "MEMORY_CHECK_INTERVAL", 0.01)
 
     async def run() -> None:
         with trio.move_on_after(5):
@@ -115,3 +116,43 @@ def test_the_trim_loop_reports_the_resident_size_to_the_cache(
 
     trio.run(run)
     assert len(seen) >= 2 and all(r > 1 << 20 for r in seen)
+
+
+def test_the_daemon_trims_at_once_while_memory_is_high(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once a second at the latest; within MEMORY_CHECK_INTERVAL while the resident size is over
+    # the cache's line, so pages freed in a burst do not stay resident until the next second.
+    import trio
+    import trio.testing
+
+    resident = [100]
+    trims: list[float] = []
+    checks: list[int] = []
+
+    class Engine:
+        def memory_high(self, rss: int) -> bool:
+            return rss > 300
+
+        def memory_check(self, rss: int) -> None:
+            checks.append(rss)
+
+    async def in_this_thread(fn, *args):  # a worker thread would let the mock clock jump
+        return fn(*args)
+
+    monkeypatch.setattr(daemon, "resident_bytes", lambda: resident[0])
+    monkeypatch.setattr(daemon, "trim_malloc", lambda: trims.append(trio.current_time()))
+    monkeypatch.setattr(trio.to_thread, "run_sync", in_this_thread)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon._trim_memory, Engine())
+            await trio.sleep(3.05)
+            low = len(trims)
+            resident[0] = 400
+            await trio.sleep(1.0)
+            high = len(trims) - low
+            nursery.cancel_scope.cancel()
+        assert low == 3, trims  # at 1, 2 and 3 s
+        assert high >= 1.0 / daemon.MEMORY_CHECK_INTERVAL - 1, trims
+        assert checks[-1] == 400 and len(checks) == len(trims)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

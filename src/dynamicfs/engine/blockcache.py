@@ -53,9 +53,10 @@ READAHEAD_BYTES = 16 << 20
 SEAL_BYTES = 8 << 20  # blocks being sealed at once, at most (but two blocks at least)
 # What the daemon may hold beyond its cache before the clean cache gives way (memory_check):
 # the interpreter, libraries and SQLite take ~30 MiB, requests and seals in flight the rest.
-# Well under the 150 MiB promised on top of the cache: the check runs once a second, and
-# between two checks an ec:4+2 random writer still grows ~50 MiB (64 MiB: peaks of 374-376
-# MiB there, 381-390 with 100 MiB, same throughput).
+# Well under the 150 MiB promised on top of the cache: freed heap pages are given back once a
+# second, or within 0.2 s while the daemon is over this line (daemon._trim_memory), and in
+# between an ec:4+2 random writer still grows tens of MiB (64 MiB: peaks of 374-376 MiB there,
+# 381-390 with 100 MiB, same throughput, when the check ran only once a second).
 MEMORY_OVERHEAD = 64 << 20
 # Files whose block digests reads remember at once (then the memory is started afresh).
 _DIGEST_FILES = 4096
@@ -128,6 +129,10 @@ class BlockCache(FileCommits):
     def _fit_clean(self) -> None:
         self.clean.resize(self.cache_size - self._dirty_bytes - self._held - self._squeeze)
 
+    def memory_high(self, resident: int) -> bool:
+        """Whether the process holds more than the cache size plus MEMORY_OVERHEAD."""
+        return resident > self.cache_size + MEMORY_OVERHEAD
+
     def memory_check(self, resident: int) -> None:
         """Shrink the clean cache while the process holds more than the cache size plus
         MEMORY_OVERHEAD, and let it grow back as memory comes down (as ZFS's ARC gives way
@@ -135,8 +140,9 @@ class BlockCache(FileCommits):
 
         The budget counts the data the cache holds, not what the heap keeps around it: after
         random writes free thousands of small runs, new 4 MiB blocks no longer fit in the
-        holes, and an ec:4+2 daemon measured up to ~200 MiB over its cache. Called every
-        second, after malloc_trim, with the resident set size.
+        holes, and an ec:4+2 daemon measured up to ~200 MiB over its cache. Called after
+        malloc_trim with the resident set size: every second, and within 0.2 s while
+        memory_high.
         """
         over = resident - (self.cache_size + MEMORY_OVERHEAD)
         # At most the share dirty data never takes: beyond it there is nothing left to drop.

@@ -645,8 +645,12 @@ class Engine:
             ffree=MAX_INODES - files, favail=MAX_INODES - files, namemax=255,
         )
 
+    def memory_high(self, resident: int) -> bool:
+        """Whether the daemon's resident size is over what the cache may cause."""
+        return self.data.memory_high(resident)
+
     def memory_check(self, resident: int) -> None:
-        """The daemon's resident size, once a second: the cache gives way while it is high."""
+        """The daemon's resident size, after a trim: the cache gives way while it is high."""
         self.data.memory_check(resident)
 
     def status(self) -> dict:
