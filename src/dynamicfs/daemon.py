@@ -232,9 +232,9 @@ async def _trim_memory(engine: Any) -> None:
     Every TRIM_INTERVAL, and sooner while the resident size is over the cache's line: a
     random writer frees its dirty runs in bursts, when their blocks are sealed, and until
     the next trim the freed pages stay resident next to the new blocks (ec:4+2 random writes,
-    two runs each: peaks of 382-424 MiB trimming once a second, 351-363 every 0.2 s, the same
-    IOPS). Reading the size costs a read of /proc; trimming walks the heap, and pages it gives
-    back are faulted in again when reused, so it is not done more often than needed.
+    four runs each: peaks of 363-423 MiB trimming once a second, 351-376 so, IOPS ~5% lower).
+    Reading the size costs a read of /proc; trimming walks the heap, and pages it gives back
+    are faulted in again when reused, so it is not done more often than needed.
     """
     import trio
 
