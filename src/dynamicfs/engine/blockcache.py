@@ -131,7 +131,10 @@ class BlockCache(FileCommits):
 
     def memory_high(self, resident: int) -> bool:
         """Whether the process holds more than the cache size plus MEMORY_OVERHEAD."""
-        return resident > self.cache_size + MEMORY_OVERHEAD
+        return self._memory_over(resident) > 0
+
+    def _memory_over(self, resident: int) -> int:
+        return resident - (self.cache_size + MEMORY_OVERHEAD)
 
     def memory_check(self, resident: int) -> None:
         """Shrink the clean cache while the process holds more than the cache size plus
@@ -144,7 +147,7 @@ class BlockCache(FileCommits):
         malloc_trim with the resident set size: every second, and within 0.2 s while
         memory_high.
         """
-        over = resident - (self.cache_size + MEMORY_OVERHEAD)
+        over = self._memory_over(resident)
         # At most the share dirty data never takes: beyond it there is nothing left to drop.
         room = max(0, self.cache_size - self.dirty_limit)
         squeeze = min(max(0, self._squeeze + over), room)

@@ -146,7 +146,9 @@ class Namespace:
         return target
 
     def readdir(self, ino: int, offset: int) -> list[DirEntry]:
-        """Entries after `offset`: "." is offset 1, ".." offset 2, then dentry id + 2.
+        """Up to _LISTING_PAGE entries after `offset` ("." is offset 1, ".." offset 2, then
+        dentry id + 2); the listing goes on from the last one's `next_offset`, and ends with
+        an empty page.
 
         Dentry ids only grow, so entries added or removed during a listing never make another
         entry repeat or vanish. `ls` and `find` list the same directories again and again, and
@@ -161,15 +163,14 @@ class Namespace:
         at = None
         if listing is not None and listing.generation == generation:
             at = listing.index.get(offset)
-            if (at == len(listing.entries) and not listing.complete
-                    and at + _LISTING_BATCH > _LISTED_MAX):
+            if at is not None and listing.ends_at(at) and at + _LISTING_BATCH > _LISTED_MAX:
                 at = None  # too large to keep growing: a new window from here
         if at is None:
             if listing is not None:
                 self._listed -= len(listing.entries)
             listing, at = _Listing(generation, offset), 0
         listings[ino] = listing
-        if at == len(listing.entries) and not listing.complete:
+        if listing.ends_at(at):
             self._fill(ino, listing, offset)
         page = listing.entries[at:at + _LISTING_PAGE]
         overlay = self.overlay
@@ -477,3 +478,7 @@ class _Listing:
         self.entries: list[DirEntry] = []
         self.index: dict[int, int] = {offset: 0}
         self.complete = False
+
+    def ends_at(self, at: int) -> bool:
+        """Whether entry `at` is past what was read, and more is left in the directory."""
+        return at == len(self.entries) and not self.complete
