@@ -231,6 +231,116 @@ def test_inode_cache_matches_sqlite_after_any_transactions(tmp_path_factory, ste
     db.close()
 
 
+def _fresh_lookup(db: Database, parent: int, name: bytes) -> int | None:
+    """The entry as SQLite has it, past the name cache."""
+    return db.get_val("SELECT inode FROM dentries WHERE parent=? AND name=?", (parent, name))
+
+
+def test_names_are_found_again_without_sql(tmp_path):
+    db, (a, b, c) = _cache_db(tmp_path)
+    with mino.transaction(db):
+        mino.add_dentry(db, a, b"made", b)  # tracked: known from its commit on
+    with db.transaction():
+        mino.add_dentry(db, a, b"other", c)  # not tracked: known once read
+    reads: list[str] = []
+    db.conn.set_trace_callback(lambda sql: reads.append(sql) if "dentries" in sql else None)
+    assert [mino.lookup(db, a, b"made") for _ in range(3)] == [b, b, b]
+    assert not reads
+    assert [mino.lookup(db, a, b"other") for _ in range(3)] == [c, c, c]
+    assert len(reads) == 1, reads
+    # A name that does not exist is asked every time (the kernel caches misses itself).
+    assert mino.lookup(db, a, b"nope") is None and mino.lookup(db, a, b"nope") is None
+    assert len(reads) == 3, reads
+    # A failed change leaves the cache as it was.
+    with pytest.raises(MetadataError), mino.transaction(db):
+        mino.add_dentry(db, a, b"made", c)  # the name exists: SQLite refuses
+    assert mino.lookup(db, a, b"made") == b
+    db.conn.set_trace_callback(None)
+    db.close()
+
+
+_NAMES = [b"p", b"q", b"r"]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(
+    st.sampled_from(["tracked", "foreign", "nested", "caught", "none"]),
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "retarget", "move", "lookup"]),
+                       st.integers(0, 1), st.integers(0, 2), st.integers(0, 1),
+                       st.integers(0, 2)), max_size=5),
+    st.booleans()), max_size=12))
+def test_name_cache_matches_sqlite_after_any_transactions(tmp_path_factory, steps):
+    # Two directories, three names, three inodes: every lookup, inside a transaction or after
+    # one committed or rolled back, must give what SQLite has.
+    db, (d0, d1, f) = _cache_db(tmp_path_factory.mktemp("names"))
+    dirs = [d0, d1]
+    keys = [(d, n) for d in dirs for n in _NAMES]
+    for kind, ops, fail in steps:
+        def run_ops(ops: list[tuple[str, int, int, int, int]] = ops) -> None:
+            for op, di, ni, dj, nj in ops:
+                parent, name = dirs[di], _NAMES[ni]
+                there = _fresh_lookup(db, parent, name)
+                free = _fresh_lookup(db, dirs[dj], _NAMES[nj]) is None
+                if op == "add" and there is None:
+                    mino.add_dentry(db, parent, name, [d0, d1, f][nj])
+                elif op == "remove" and there is not None:
+                    mino.remove_dentry(db, parent, name)
+                elif op == "retarget" and there is not None:
+                    mino.retarget_dentry(db, parent, name, [d0, d1, f][nj])
+                elif op == "move" and there is not None and free:
+                    mino.move_dentry(db, parent, name, dirs[dj], _NAMES[nj])
+                for key in keys:
+                    assert mino.lookup(db, *key) == _fresh_lookup(db, *key), (op, key)
+
+        try:
+            if kind == "tracked":
+                with mino.transaction(db):
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "foreign":
+                with db.transaction():
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "nested":
+                with db.transaction(), mino.transaction(db):
+                    run_ops()
+                    if fail:
+                        raise RuntimeError
+            elif kind == "caught":
+                with mino.transaction(db):
+                    with contextlib.suppress(RuntimeError), mino.transaction(db):
+                        run_ops()
+                        if fail:
+                            raise RuntimeError
+            else:
+                run_ops()
+        except RuntimeError:
+            pass
+        for key in keys:
+            assert mino.lookup(db, *key) == _fresh_lookup(db, *key), (kind, ops, fail, key)
+    db.close()
+
+
+def test_name_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(mino, "_NAMES_MAX", 10)
+    db, (a, b, _) = _cache_db(tmp_path)
+    with mino.transaction(db):
+        for i in range(30):
+            mino.add_dentry(db, a, b"n%d" % i, b)
+    for i in range(30):
+        assert mino.lookup(db, a, b"n%d" % i) == b
+    assert len(mino._cache(db).names) == 10
+    # The newest stay: the first of them is served without SQL.
+    reads: list[str] = []
+    db.conn.set_trace_callback(reads.append)
+    assert mino.lookup(db, a, b"n29") == b and not reads
+    db.conn.set_trace_callback(None)
+    db.close()
+
+
 def test_sync_keeps_sqlites_posix_locks(tmp_path) -> None:
     """Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
     included. If sync() opened and closed the WAL, another process's connection would believe

@@ -1,9 +1,10 @@
 """SQL for the namespace: inodes, directory entries, symlinks and xattrs.
 
 Inode rows are read on almost every FUSE request (getattr, lookup, the open-count check of
-release), so each `Database` keeps the committed rows it has seen in memory (`_RowCache`).
-The cache is only correct because every change of the `inodes` table goes through the
-functions of this module, and because the mount is the pool's only writer (invariant 7).
+release), so each `Database` keeps the committed rows it has seen in memory (`_RowCache`),
+and the names its lookups found. The cache is only correct because every change of the
+`inodes` and `dentries` tables goes through the functions of this module, and because the
+mount is the pool's only writer (invariant 7).
 The same functions count every change of an inode row or a directory entry
 (`namespace_generation`), so the engine can keep directory listings until something changes.
 """
@@ -40,6 +41,10 @@ class InodeRow:
 
 # Enough for the working set of a large directory; beyond it, the oldest rows are read again.
 _CACHE_MAX = 1 << 15
+# Names found by lookups (~200 bytes each), as many as rows: a lookup goes on to read the row.
+# The kernel keeps its own dentries for ENTRY_TIMEOUT; these serve the lookups it sends again
+# after it let them go (memory pressure, dropped caches, expired entries).
+_NAMES_MAX = 1 << 15
 
 
 class _RowCache:
@@ -56,9 +61,15 @@ class _RowCache:
     `generation` counts changes of inode rows and directory entries, committed or not: a
     value read before a query and unchanged after it means nothing the query read has
     changed since (a change still uncommitted at the read holds the lock the query waits for).
+
+    `names` maps (parent, name) to the inode of a committed directory entry, the same way:
+    a tracked transaction's changes wait in `pending_names` (the new inode, or None for gone
+    or not known without a read) until its commit; any other change just drops the name.
+    Names that do not exist are not kept: the kernel caches those misses itself.
     """
 
-    __slots__ = ("rows", "pending", "touched", "depth", "generation")
+    __slots__ = ("rows", "pending", "touched", "depth", "generation", "names",
+                 "pending_names")
 
     def __init__(self) -> None:
         self.rows: dict[int, InodeRow] = {}
@@ -66,12 +77,20 @@ class _RowCache:
         self.touched: set[int] = set()
         self.depth = 0
         self.generation = 0
+        self.names: dict[tuple[int, bytes], int] = {}
+        self.pending_names: dict[tuple[int, bytes], int | None] = {}
 
     def keep(self, row: InodeRow) -> None:
         rows = self.rows
         rows[row.id] = row
         if len(rows) > _CACHE_MAX:
             del rows[next(iter(rows))]
+
+    def keep_name(self, key: tuple[int, bytes], ino: int) -> None:
+        names = self.names
+        names[key] = ino
+        if len(names) > _NAMES_MAX:
+            del names[next(iter(names))]
 
     def committed(self) -> None:
         for ino in self.touched:
@@ -81,11 +100,23 @@ class _RowCache:
                 self.rows.pop(ino, None)
             else:
                 self.keep(row)
+        for key, target in self.pending_names.items():
+            if target is not None:
+                self.keep_name(key, target)
         self.rolled_back()
 
     def rolled_back(self) -> None:
         self.pending.clear()
         self.touched.clear()
+        self.pending_names.clear()
+
+    def renamed(self, key: tuple[int, bytes], target: int | None) -> None:
+        """Record a change of a directory entry (`target` None: gone, or not known)."""
+        self.generation += 1
+        # Dropped at once even inside a transaction: `names` never holds an uncommitted value.
+        self.names.pop(key, None)
+        if self.depth:
+            self.pending_names[key] = target
 
     def changed(self, ino: int, row: InodeRow | None) -> None:
         """Record the new value of a row this transaction changed (None: deleted)."""
@@ -214,6 +245,7 @@ def forget_cached(db: Database) -> None:
     with db.lock:
         cache = _cache(db)
         cache.rows.clear()
+        cache.names.clear()
         cache.generation += 1
 
 
@@ -304,35 +336,53 @@ def count_inodes(db: Database) -> int:
 # -- directory entries ----------------------------------------------------------------------
 
 def lookup(db: Database, parent: int, name: bytes) -> int | None:
-    return db.get_val("SELECT inode FROM dentries WHERE parent=? AND name=?", (parent, name))
+    key = (parent, name)
+    with db.lock:
+        cache = _cache(db)
+        # A name this transaction changed is not in `names` any more (see `renamed`).
+        ino = cache.names.get(key)
+        if ino is not None:
+            return ino
+        ino = db.get_val("SELECT inode FROM dentries WHERE parent=? AND name=?", key)
+        # Only a value read outside any transaction is surely committed.
+        if ino is not None and not cache.depth and not db.conn.in_transaction:
+            cache.keep_name(key, ino)
+        return ino
 
 
 def add_dentry(db: Database, parent: int, name: bytes, ino: int) -> None:
     _change_dentries(db, "INSERT INTO dentries (parent, name, inode) VALUES (?, ?, ?)",
-                     (parent, name, ino))
+                     (parent, name, ino), ((parent, name), ino))
 
 
 def remove_dentry(db: Database, parent: int, name: bytes) -> None:
-    _change_dentries(db, "DELETE FROM dentries WHERE parent=? AND name=?", (parent, name))
+    _change_dentries(db, "DELETE FROM dentries WHERE parent=? AND name=?", (parent, name),
+                     ((parent, name), None))
 
 
 def retarget_dentry(db: Database, parent: int, name: bytes, ino: int) -> None:
     _change_dentries(db, "UPDATE dentries SET inode=? WHERE parent=? AND name=?",
-                     (ino, parent, name))
+                     (ino, parent, name), ((parent, name), ino))
 
 
 def move_dentry(
     db: Database, parent: int, name: bytes, new_parent: int, new_name: bytes
 ) -> None:
     _change_dentries(db, "UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
-                     (new_parent, new_name, parent, name))
+                     (new_parent, new_name, parent, name), ((parent, name), None),
+                     ((new_parent, new_name), None))
 
 
-def _change_dentries(db: Database, sql: str, args: tuple[int | bytes, ...]) -> None:
+def _change_dentries(db: Database, sql: str, args: tuple[int | bytes, ...],
+                     *changes: tuple[tuple[int, bytes], int | None]) -> None:
+    """Run a change of directory entries: `changes` are the (parent, name) pairs it touches,
+    each with the inode it now names (None: none, or not known without a read)."""
     # Counted under the lock, like the row changes, so no increment is lost between threads.
     with db.lock:
         db.conn.execute(sql, args)
-        _cache(db).generation += 1
+        cache = _cache(db)
+        for key, target in changes:
+            cache.renamed(key, target)
 
 
 def has_children(db: Database, parent: int) -> bool:
