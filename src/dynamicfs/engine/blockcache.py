@@ -509,7 +509,10 @@ class BlockCache(FileCommits):
             covers = idx * bs >= fs.size or (start == 0 and (n == bs or pos + n >= fs.size))
             db = self._dirty_block(fs, idx, covers)
             base = db.base
-            self._edit(db, db.write(start, view[pos - offset:pos - offset + n]), base)
+            # A write within one block goes in as the caller's object: DirtyBlock keeps bytes
+            # without copying them.
+            chunk = data if n == len(data) else view[pos - offset:pos - offset + n]
+            self._edit(db, db.write(start, chunk), base)
             fs.dirty_gen[idx] = fs.tick()
             pos += n
             # A block written to its end is sealed now if it is whole in memory (written

@@ -26,6 +26,11 @@ class DirtyBlock(Generic[Ref]):
     `base` is the pinned reference to the old content (None: a hole, read as zeros);
     `base_len` is how much of it still counts (a truncate or EOF cuts it). When the runs cover
     the whole live base, the base is dropped: the block is complete in memory.
+
+    A write that touches no run is kept as the very `bytes` object it came in (the request
+    buffer pyfuse3 made): a block written whole, as sequential writers do, is then never
+    copied on the trio thread, neither here nor when sealed. A run is turned into a
+    `bytearray` only when a later write merges into it.
     """
 
     __slots__ = ("base", "base_len", "starts", "runs", "nbytes", "frozen", "detached")
@@ -34,7 +39,7 @@ class DirtyBlock(Generic[Ref]):
         self.base = base
         self.base_len = base_len
         self.starts: list[int] = []
-        self.runs: list[bytearray] = []
+        self.runs: list[bytes | bytearray] = []
         self.nbytes = 0  # bytes held in runs: what the dirty budget counts
         # A commit cut holds this block by reference: it must not change (copy on write).
         self.frozen = False
@@ -45,7 +50,7 @@ class DirtyBlock(Generic[Ref]):
         """An unfrozen copy to write on (same base reference: the caller pins it again)."""
         other: DirtyBlock[Ref] = DirtyBlock(self.base, self.base_len)
         other.starts = list(self.starts)
-        other.runs = [bytearray(r) for r in self.runs]
+        other.runs = [r if type(r) is bytes else bytearray(r) for r in self.runs]
         other.nbytes = self.nbytes
         return other
 
@@ -68,9 +73,19 @@ class DirtyBlock(Generic[Ref]):
         if lo < 0 or starts[lo] + len(runs[lo]) < start:
             lo += 1
         hi = bisect_right(starts, end)
+        if lo == hi and type(data) is bytes:
+            # Immutable, so kept without a copy (see the class docstring).
+            starts.insert(lo, start)
+            runs.insert(lo, data)
+            self.nbytes += len(data)
+            if self.base_len and start == 0 and len(data) >= self.base_len:
+                self.base, self.base_len = None, 0
+            return len(data)
         before = sum(len(r) for r in runs[lo:hi])
         if lo < hi and starts[lo] <= start:
             s0, buf, first = starts[lo], runs[lo], lo + 1
+            if type(buf) is not bytearray:
+                buf = bytearray(buf)
         else:
             s0, buf, first = start, bytearray(), lo
         for j in range(first, hi):
@@ -100,7 +115,11 @@ class DirtyBlock(Generic[Ref]):
         del self.starts[cut:]
         del self.runs[cut:]
         if self.runs and self.starts[-1] + len(self.runs[-1]) > keep:
-            del self.runs[-1][keep - self.starts[-1]:]
+            last, cut_at = self.runs[-1], keep - self.starts[-1]
+            if type(last) is bytearray:
+                del last[cut_at:]
+            else:
+                self.runs[-1] = last[:cut_at]
         self.nbytes = sum(len(r) for r in self.runs)
         return self.nbytes - before
 
@@ -109,7 +128,7 @@ class DirtyBlock(Generic[Ref]):
         runs = zip(self.starts, self.runs, strict=True)
         return self.base_len, tuple((s, bytes(r)) for s, r in runs)
 
-    def complete(self) -> bytearray | None:
+    def complete(self) -> bytes | bytearray | None:
         """The whole block when no base is needed (one run from 0), else None."""
         if self.base_len:
             return None
