@@ -3,6 +3,7 @@
 import contextlib
 import random
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -168,6 +169,42 @@ def test_every_namespace_change_moves_the_generation(tmp_path):
     db.close()
 
 
+def _run_as(db: Database, kind: str, fail: bool, body: Callable[[], None],
+            then: Callable[[], object] = lambda: None) -> None:
+    """Run `body` in a transaction of the given kind; with `fail` it raises at its end.
+
+    tracked: `mino.transaction`; foreign: `Database.transaction` directly; nested: tracked
+    inside foreign; twice: tracked inside tracked; caught: an inner tracked failure the outer
+    tracked transaction survives (SQLite keeps its changes), `then` running after it; none:
+    autocommit, statement by statement.
+    """
+    def go() -> None:
+        body()
+        if fail:
+            raise RuntimeError
+
+    with contextlib.suppress(RuntimeError):
+        if kind == "tracked":
+            with mino.transaction(db):
+                go()
+        elif kind == "foreign":
+            with db.transaction():
+                go()
+        elif kind == "nested":
+            with db.transaction(), mino.transaction(db):
+                go()
+        elif kind == "twice":
+            with mino.transaction(db), mino.transaction(db):
+                go()
+        elif kind == "caught":
+            with mino.transaction(db):
+                with contextlib.suppress(RuntimeError), mino.transaction(db):
+                    go()
+                then()
+        else:
+            body()
+
+
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(
@@ -193,39 +230,7 @@ def test_inode_cache_matches_sqlite_after_any_transactions(tmp_path_factory, ste
                 else:
                     assert mino.get_inode(db, ino) == _fresh(db, ino)
 
-        try:
-            if kind == "tracked":
-                with mino.transaction(db):
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "foreign":
-                with db.transaction():
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "nested":
-                with db.transaction(), mino.transaction(db):
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "twice":
-                with mino.transaction(db), mino.transaction(db):
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "caught":
-                # An inner failure the outer transaction survives: SQLite keeps its changes.
-                with mino.transaction(db):
-                    with contextlib.suppress(RuntimeError), mino.transaction(db):
-                        run_ops()
-                        if fail:
-                            raise RuntimeError
-                    mino.get_inode(db, inos[0])
-            else:
-                run_ops()  # autocommit, statement by statement
-        except RuntimeError:
-            pass
+        _run_as(db, kind, fail, run_ops, then=lambda: mino.get_inode(db, inos[0]))
         for ino in inos:
             assert mino.get_inode(db, ino) == _fresh(db, ino), (kind, ops, fail)
     db.close()
@@ -265,7 +270,7 @@ _NAMES = [b"p", b"q", b"r"]
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(
-    st.sampled_from(["tracked", "foreign", "nested", "caught", "none"]),
+    st.sampled_from(["tracked", "foreign", "nested", "twice", "caught", "none"]),
     st.lists(st.tuples(st.sampled_from(["add", "remove", "retarget", "move", "lookup"]),
                        st.integers(0, 1), st.integers(0, 2), st.integers(0, 1),
                        st.integers(0, 2)), max_size=5),
@@ -293,32 +298,7 @@ def test_name_cache_matches_sqlite_after_any_transactions(tmp_path_factory, step
                 for key in keys:
                     assert mino.lookup(db, *key) == _fresh_lookup(db, *key), (op, key)
 
-        try:
-            if kind == "tracked":
-                with mino.transaction(db):
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "foreign":
-                with db.transaction():
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "nested":
-                with db.transaction(), mino.transaction(db):
-                    run_ops()
-                    if fail:
-                        raise RuntimeError
-            elif kind == "caught":
-                with mino.transaction(db):
-                    with contextlib.suppress(RuntimeError), mino.transaction(db):
-                        run_ops()
-                        if fail:
-                            raise RuntimeError
-            else:
-                run_ops()
-        except RuntimeError:
-            pass
+        _run_as(db, kind, fail, run_ops)
         for key in keys:
             assert mino.lookup(db, *key) == _fresh_lookup(db, *key), (kind, ops, fail, key)
     db.close()
