@@ -73,29 +73,25 @@ class DirtyBlock(Generic[Ref]):
         if lo < 0 or starts[lo] + len(runs[lo]) < start:
             lo += 1
         hi = bisect_right(starts, end)
-        if lo == hi and type(data) is bytes:
-            # Immutable, so kept without a copy (see the class docstring).
-            starts.insert(lo, start)
-            runs.insert(lo, data)
-            self.nbytes += len(data)
-            if self.base_len and start == 0 and len(data) >= self.base_len:
-                self.base, self.base_len = None, 0
-            return len(data)
         before = sum(len(r) for r in runs[lo:hi])
-        if lo < hi and starts[lo] <= start:
-            s0, buf, first = starts[lo], runs[lo], lo + 1
-            if type(buf) is not bytearray:
-                buf = bytearray(buf)
+        s0: int = start
+        buf: bytes | bytearray
+        if lo == hi and type(data) is bytes:
+            buf = data  # immutable, so kept without a copy (see the class docstring)
         else:
-            s0, buf, first = start, bytearray(), lo
-        for j in range(first, hi):
-            # A later run may reach past `end`: copy it whole, the new bytes go on top.
-            off = starts[j] - s0
-            if len(buf) < off:
-                buf.extend(bytes(off - len(buf)))
-            buf[off:off + len(runs[j])] = runs[j]
-        off = start - s0
-        buf[off:off + len(data)] = data
+            if lo < hi and starts[lo] <= start:
+                s0, first = starts[lo], lo + 1
+                buf = runs[lo] if type(runs[lo]) is bytearray else bytearray(runs[lo])
+            else:
+                buf, first = bytearray(), lo
+            for j in range(first, hi):
+                # A later run may reach past `end`: copy it whole, the new bytes go on top.
+                off = starts[j] - s0
+                if len(buf) < off:
+                    buf.extend(bytes(off - len(buf)))
+                buf[off:off + len(runs[j])] = runs[j]
+            off = start - s0
+            buf[off:off + len(data)] = data
         starts[lo:hi] = [s0]
         runs[lo:hi] = [buf]
         delta = len(buf) - before
