@@ -430,3 +430,26 @@ def test_reads_lend_stored_blocks_and_copy_dirty_ones(run_engine):
         await engine.release(fh)
 
     run_engine(body)
+
+
+def test_small_blocks_are_hashed_without_a_thread_hop(run_engine, monkeypatch):
+    """Hashing 64 KiB takes less than handing it to a worker thread and back, which every
+    small file paid; larger blocks still hash in a worker."""
+    handed: list[int] = []
+    real = trio.to_thread.run_sync
+
+    async def spy(fn, *args, **kw):
+        if fn is blake3_digest:
+            handed.append(len(args[0]))
+        return await real(fn, *args, **kw)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", spy)
+    small, large = os.urandom(16 << 10), os.urandom(200 << 10)
+
+    async def body(engine):
+        for name, data in ((b"small", small), (b"large", large)):
+            attr = await write_file(engine, name, data)
+            assert await read_file(engine, attr.ino) == data
+
+    run_engine(body, block_size=256 << 10)
+    assert handed == [200 << 10]

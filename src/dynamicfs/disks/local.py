@@ -211,6 +211,7 @@ class LocalDisk:
         durable: bool,
     ) -> None:
         self._ensure_dir(path.parent)
+        size = HEADER_SIZE + len(payload)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         renamed = False
@@ -225,7 +226,7 @@ class LocalDisk:
             if durable:
                 self.faults.hit("fsync", str(path))
                 os.fsync(fd)
-            else:
+            elif size >= _WRITEBACK_FROM:
                 _start_writeback(fd)
             os.rename(tmp, path)
             renamed = True
@@ -345,6 +346,13 @@ _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _SYNC_FILE_RANGE_WRITE = 2
+
+
+# Smaller deferred fragments are left to the commit's fsync. Queueing each one's writeback
+# cost 60-100 µs of system time per 16 KiB file here, on the path of every small file;
+# syncing 2,000 such files later together cost 25 µs per file. The disk cannot idle behind
+# them long either: small files arrive at most a few MiB/s.
+_WRITEBACK_FROM = 256 << 10
 
 
 def _start_writeback(fd: int) -> None:
