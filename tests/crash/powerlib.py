@@ -178,12 +178,13 @@ def _install_fragment_log(log_path: Path) -> None:
     orig_write, orig_sync = LocalDisk.write_fragment, LocalDisk.sync_fragments
     orig_delete = LocalDisk.delete_fragment
 
-    def write_fragment(self: LocalDisk, header, payload, *, durable: bool = True) -> int:
+    def write_fragment(self: LocalDisk, header, payload, *, durable: bool = True,
+                       **kw) -> int:
         path = self.fragment_path(header.extent_id, header.index)
         made_durable = durable or path.exists()  # a replacement is always written durably
         if not made_durable:
             note("-", path)
-        size = orig_write(self, header, payload, durable=durable)
+        size = orig_write(self, header, payload, durable=durable, **kw)
         if made_durable:
             note("+", path)
         return size

@@ -122,3 +122,27 @@ def test_sync_failing_everywhere_reports_eio_and_keeps_the_old_data(run_engine):
         assert engine.stats.snapshot().get("extents_lost_at_sync", 0) >= 1
 
     run_engine(body, policy="rep:2", ndisks=3)
+
+
+def test_only_whole_blocks_start_their_writeback_at_once(run_engine, monkeypatch):
+    """A large file's blocks are queued for writeback as they are sealed, so the disk works
+    while more comes in; a small file (or a file's last, partial block) waits for the
+    commit's fsync, which writes many of them back for less than queueing each."""
+    from dynamicfs.disks import local
+
+    started: list[int] = []
+    monkeypatch.setattr(local, "_start_writeback",
+                        lambda fd: started.append(os.fstat(fd).st_size))
+    small, large = os.urandom(BS // 4), os.urandom(3 * BS + 100)
+
+    async def body(engine):
+        a = await write_file(engine, b"small", small)
+        assert started == []
+        b = await write_file(engine, b"large", large)
+        assert await read_file(engine, a.ino) == small
+        assert await read_file(engine, b.ino) == large
+
+    run_engine(body, policy="rep:2")
+    # Three whole blocks, two replicas each; the 100-byte tail and the small file: none.
+    assert len(started) == 6
+    assert all(size > BS for size in started)

@@ -183,20 +183,21 @@ def test_deferred_write_and_its_sync(disk, monkeypatch):
     assert list(missing) == [(b"\x00" * 32, 0)]
 
 
-def test_deferred_writeback_starts_only_for_large_fragments(disk, monkeypatch):
-    """A deferred fragment of 256 KiB or more queues its writeback at once (the disk works
-    while data keeps coming); a smaller one leaves it to the commit's fsync, which writes
-    many small files back for less than queueing each."""
+def test_deferred_write_queues_its_writeback_unless_told_not_to(disk, monkeypatch):
+    """A deferred fragment's writeback starts at once (the disk works while a large file keeps
+    coming) unless the writer says not to; a durable write fsyncs instead."""
     from dynamicfs.codec import blake3_digest
     from dynamicfs.disks import local
 
     started: list[int] = []
     monkeypatch.setattr(local, "_start_writeback",
                         lambda fd: started.append(os.fstat(fd).st_size))
-    for n in (16 << 10, (256 << 10) - HEADER_SIZE - 1, (256 << 10) - HEADER_SIZE, 1 << 20):
+    for n, kw in ((1000, {"durable": False}),
+                  (2000, {"durable": False, "writeback": False}),
+                  (3000, {})):
         payload = os.urandom(n)
         digest = blake3_digest(payload)
         header = FragmentHeader(disk.pool_uuid, digest, 0, 1, 1, 1, n, n, digest)
-        disk.write_fragment(header, payload, durable=False)
+        disk.write_fragment(header, payload, **kw)
         assert disk.read_fragment(digest, 0) == payload
-    assert started == [256 << 10, (1 << 20) + HEADER_SIZE]
+    assert started == [HEADER_SIZE + 1000]

@@ -176,12 +176,14 @@ class LocalDisk:
                 self._dirs[_leaf(d)] = _DIR_DURABLE
 
     def write_fragment(
-        self, header: FragmentHeader, payload: bytes | memoryview, *, durable: bool = True
+        self, header: FragmentHeader, payload: bytes | memoryview, *, durable: bool = True,
+        writeback: bool = True,
     ) -> int:
         """Write one fragment; returns its size on disk.
 
         With `durable=False` the file and its name are not yet on stable storage: nothing may
-        reference it before `sync_fragments` has returned for it.
+        reference it before `sync_fragments` has returned for it. Its writeback is queued at
+        once unless `writeback` is False (see _start_writeback).
         """
         size = HEADER_SIZE + len(payload)
         path = self.fragment_path(header.extent_id, header.index)
@@ -198,7 +200,7 @@ class LocalDisk:
             if not replaced:
                 self.used += size
         try:
-            self._write_file(path, header, payload, replaced, durable)
+            self._write_file(path, header, payload, replaced, durable, writeback)
         except BaseException:
             if not replaced:
                 with self._lock:
@@ -208,10 +210,9 @@ class LocalDisk:
 
     def _write_file(
         self, path: Path, header: FragmentHeader, payload: bytes | memoryview, replacing: bool,
-        durable: bool,
+        durable: bool, writeback: bool,
     ) -> None:
         self._ensure_dir(path.parent)
-        size = HEADER_SIZE + len(payload)
         tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         renamed = False
@@ -226,7 +227,7 @@ class LocalDisk:
             if durable:
                 self.faults.hit("fsync", str(path))
                 os.fsync(fd)
-            elif size >= _WRITEBACK_FROM:
+            elif writeback:
                 _start_writeback(fd)
             os.rename(tmp, path)
             renamed = True
@@ -348,13 +349,6 @@ if _sync_file_range is not None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-# Smaller deferred fragments are left to the commit's fsync. Queueing each one's writeback
-# cost 60-100 µs of system time per 16 KiB file here, on the path of every small file;
-# syncing 2,000 such files later together cost 25 µs per file. The disk cannot idle behind
-# them long either: small files arrive at most a few MiB/s.
-_WRITEBACK_FROM = 256 << 10
-
-
 def _start_writeback(fd: int) -> None:
     """Start writing a deferred fragment to the disk now, without waiting for it.
 
@@ -364,6 +358,10 @@ def _start_writeback(fd: int) -> None:
     writeback only past dirty_background_ratio (gigabytes here): the disk idled while data
     came in, then the commit waited for all of it. A hint only: errors are ignored, and the
     fsync reports any that matter.
+
+    Not worth it for a small file, whose fragments the engine writes with writeback=False:
+    for a 16 KiB fragment this call took 60-100 µs of system time on the path of every file,
+    where the commit's fsync of 2,000 such files together costs ~25 µs per file.
     """
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)

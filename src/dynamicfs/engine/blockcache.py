@@ -720,8 +720,11 @@ class BlockCache(FileCommits):
         return pe
 
     def _write_deferred(self, data: bytes, policy: Policy, digest: bytes) -> SealedExtent:
-        # Not durable yet: the commit that first references it syncs it (_make_durable).
-        return self.store.write(data, policy, digest, durable=False)
+        # Not durable yet: the commit that first references it syncs it (_make_durable). Only
+        # whole blocks, a large file's stream, start their writeback at once: the fsync of a
+        # small file's fragments costs less in the commit's batch than queued one by one.
+        return self.store.write(data, policy, digest, durable=False,
+                                writeback=len(data) >= self.bs)
 
     async def wait_idle(self) -> None:
         """Wait until no background seal runs (also those of files deleted meanwhile, whose

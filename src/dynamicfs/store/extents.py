@@ -109,10 +109,12 @@ class ExtentStore:
     fragment_overhead = HEADER_SIZE
 
     def write(
-        self, data: bytes, policy: Policy, digest: bytes | None = None, *, durable: bool = True
+        self, data: bytes, policy: Policy, digest: bytes | None = None, *, durable: bool = True,
+        writeback: bool = True,
     ) -> SealedExtent:
         """Encode `data` under `policy` and write every fragment on distinct disks; durably
-        unless `durable` is False (then `sync` must run before anything references it).
+        unless `durable` is False (then `sync` must run before anything references it, and
+        `writeback` says whether the disks start writing the fragments back at once).
 
         With fewer writable disks than the policy has fragments (disks went missing), the
         extent is written degraded: the data shards (or as many replicas as there are disks)
@@ -157,14 +159,15 @@ class ExtentStore:
             for index, disk_id in jobs[1:]:
                 disk = self._disks[disk_id]
                 futures[index] = (disk_id, self.executor.submit(
-                    disk.write_fragment, headers[index], payloads[index], durable=durable))
+                    disk.write_fragment, headers[index], payloads[index], durable=durable,
+                    writeback=writeback))
             # The first fragment is written here: this thread would only wait for it, and
             # every hand-off to another thread is a GIL switch and a wake-up (rep:1 had two
             # threads per block, of which one idled).
             index, disk_id = jobs[0]
             futures[index] = (disk_id, _run_here(
                 self._disks[disk_id].write_fragment, headers[index], payloads[index],
-                durable=durable))
+                durable=durable, writeback=writeback))
             pending = []
             for index, (disk_id, fut) in futures.items():
                 try:
