@@ -434,6 +434,7 @@ class Workload:
     name: str
     title: str
     fn: Callable[[Config, Target], dict[str, float]]
+    uses_fio: bool = True
 
 
 WORKLOADS = [
@@ -442,10 +443,12 @@ WORKLOADS = [
     Workload("randread-cold", "random 4 KiB reads over 256 MiB, cold start", wl_randread_cold),
     Workload("randread-warm", "random 4 KiB reads over 256 MiB, warm", wl_randread_warm),
     Workload("randwrite", "random 4 KiB writes over 256 MiB, fsync at end", wl_randwrite),
-    Workload("metadata", "create, stat, list, unlink 5,000 files in one directory", wl_metadata),
-    Workload("smallfiles", "write and read back 2,000 files of 16 KiB", wl_smallfiles),
+    Workload("metadata", "create, stat, list, unlink 5,000 files in one directory", wl_metadata,
+             uses_fio=False),
+    Workload("smallfiles", "write and read back 2,000 files of 16 KiB", wl_smallfiles,
+             uses_fio=False),
     Workload("tree", "cp -a and tar x of a source tree (site-packages; ~1,000 entries of it "
-             "with --quick)", wl_tree),
+             "with --quick)", wl_tree, uses_fio=False),
     Workload("concurrency", "4 parallel sequential writers vs 1", wl_concurrency),
 ]
 SCAN = "scan"
@@ -866,6 +869,7 @@ def main() -> int:
                     help=f"run only this workload (repeatable): "
                          f"{', '.join(w.name for w in WORKLOADS)}, {SCAN}")
     ap.add_argument("--targets", action="append", metavar="TARGET",
+                    choices=[t.name for t in make_targets(None)],
                     help="run only on this target (repeatable): raw, passthrough, rep:1, "
                          "rep:2, ec:4+2")
     ap.add_argument("--scan-files", type=int, help="files in the big scan pool "
@@ -880,6 +884,8 @@ def main() -> int:
                     help="report the scan of an earlier run (its bench/results JSON) instead "
                     "of running one (filling 1,000,000 files per target takes over an hour)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: at least one round is needed")
 
     if os.geteuid() != 0:
         console.print("[red]run as root: the suite drops the kernel caches and mounts FUSE[/]")
@@ -891,7 +897,9 @@ def main() -> int:
     for n in (args.only or []) + ([args.profile] if args.profile else []):
         if n not in names:
             ap.error(f"unknown workload {n!r}; one of {', '.join(names)}")
-    ensure_fio()
+    chosen = [args.profile] if args.profile else args.only
+    if any(w.uses_fio for w in WORKLOADS if not chosen or w.name in chosen):
+        ensure_fio()
     BASE.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
