@@ -659,7 +659,8 @@ def machine_info() -> dict:
 def write_markdown(data: dict, path: Path) -> None:
     m, cfg = data["machine"], data["config"]
     L = ["# Performance", "",
-         "The latest report of the benchmark suite (`bench/run.py`, see `bench/README.md`). "
+         "The latest report of the benchmark suite (`bash scripts/bench.sh`, which runs "
+         "`bench/run.py`; see `bench/README.md`). "
          "Figures are medians of interleaved rounds; ratios compare targets measured in the "
          "same run. The disks under /var/tmp are host-cached: read ratios, not absolute "
          "figures.", ""]
