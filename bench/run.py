@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyspy_summary
 from rich.console import Console
 from rich.table import Table
 
@@ -776,61 +777,84 @@ def ensure_pyspy() -> str:
 class Profiler:
     """py-spy attached to a target's daemon, following it across remounts.
 
-    Cold workloads (seqread, randread-cold, smallfiles) unmount and mount again, which starts
-    a new daemon: each daemon gets its own flame graph, numbered in mount order, so the part
-    measured after the remount (the cold reads) is profiled too.
+    Each daemon is recorded twice at once: a flame graph (SVG) and py-spy's raw collapsed
+    stacks, which `pyspy_summary` turns into a markdown table per kind of thread, so that a
+    report can show the profile behind a figure. Cold workloads (seqread, randread-cold,
+    smallfiles) unmount and mount again, which starts a new daemon: each daemon gets its own
+    flame graph and table, numbered in mount order, so the part measured after the remount
+    (the cold reads) is profiled too.
     """
 
-    def __init__(self, pyspy: str, stem: str) -> None:
+    RATE = 250
+
+    def __init__(self, pyspy: str, stem: str, title: str) -> None:
         self.pyspy = pyspy
         self.stem = stem
+        self.title = title
         self.active = False
-        self.parts: list[Path] = []
-        self._proc: subprocess.Popen | None = None
+        self.parts: list[tuple[Path, Path]] = []  # (flame graph, raw stacks) per daemon
+        self.seconds: list[float] = []
+        self._procs: list[subprocess.Popen] = []
+        self._t0 = 0.0
 
     def attach(self, pid: int) -> None:
         if not self.active:
             return
         self.detach()
-        svg = RESULTS / f"{self.stem}-{len(self.parts) + 1}.svg"
-        self._proc = subprocess.Popen(
-            [self.pyspy, "record", "--pid", str(pid), "--output", str(svg),
-             "--format", "flamegraph", "--threads", "--rate", "250", "--nonblocking"],
+        n = len(self.parts) + 1
+        svg, raw = RESULTS / f"{self.stem}-{n}.svg", RESULTS / f"{self.stem}-{n}.txt"
+        self._procs = [subprocess.Popen(
+            [self.pyspy, "record", "--pid", str(pid), "--output", str(out), "--format", fmt,
+             "--threads", "--rate", str(self.RATE), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.parts.append(svg)
+            for out, fmt in ((svg, "flamegraph"), (raw, "raw"))]
+        self.parts.append((svg, raw))
         time.sleep(1)  # py-spy needs a moment to attach; earlier samples would be lost
+        self._t0 = time.perf_counter()
 
     def detach(self) -> None:
-        """Stop recording; py-spy writes the flame graph on SIGINT."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Stop recording; py-spy writes its output on SIGINT."""
+        procs, self._procs = self._procs, []
+        if not procs:
             return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self.seconds.append(time.perf_counter() - self._t0)
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def finish(self) -> list[Path]:
-        """The flame graphs written (one daemon: without the number)."""
+        """The flame graphs and the tables written (one daemon: without the number)."""
         self.active = False
         self.detach()
-        done = []
-        for p in self.parts:
-            if not p.exists():
-                continue
+        done: list[tuple[Path, Path]] = []
+        tables = []
+        for (svg, raw), seconds in zip(self.parts, self.seconds, strict=True):
             # A daemon that did nothing while attached (seqread's first one) gets an SVG
             # that only says so.
-            if "No valid input" in p.read_text(errors="replace")[:2000]:
-                p.unlink()
-            else:
-                done.append(p)
+            if not svg.exists() or "No valid input" in svg.read_text(errors="replace")[:2000]:
+                svg.unlink(missing_ok=True)
+                raw.unlink(missing_ok=True)
+                continue
+            done.append((svg, raw))
+            tables.append((raw, seconds))
         if len(done) == 1:
-            single = RESULTS / f"{self.stem}.svg"
-            done[0].rename(single)
+            single = (RESULTS / f"{self.stem}.svg", RESULTS / f"{self.stem}.txt")
+            done[0][0].rename(single[0])
+            done[0][1].rename(single[1])
             done = [single]
-        return done
+            tables = [(single[1], tables[0][1])]
+        md = RESULTS / f"{self.stem}.md"
+        md.write_text("\n".join(
+            pyspy_summary.summarize_file(
+                raw, rate=self.RATE, seconds=seconds,
+                title=self.title + (f", daemon {i} of {len(tables)}" if len(tables) > 1 else ""))
+            for i, (raw, seconds) in enumerate(tables, 1)))
+        return [svg for svg, _ in done] + [md]
 
 
 # The pools --profile can run on: the DynamicFS targets, as the suite sets them up.
@@ -841,21 +865,27 @@ def profile(cfg: Config, wl: Workload, target: str, stamp: str) -> None:
     t = make_targets([target])[0]
     t.prefix = "profile-"
     pyspy = ensure_pyspy()
-    t.profiler = Profiler(pyspy, f"profile-{wl.name}-{t.slug}-{stamp}")
+    t.profiler = Profiler(pyspy, f"profile-{wl.name}-{t.slug}-{stamp}",
+                          f"{wl.name} on {t.name}")
     try:
         t.setup()
+        # A fresh pool sweeps its disks for orphans GC_DELAY (5 s, dynamicfs.daemon) after its
+        # first mount; let it sweep the empty pool rather than the profiled pass's files.
+        time.sleep(6)
         # Unprofiled first pass: lays out the files the workload reads.
         wl.fn(cfg, t)
         t.profiler.active = True
         t.profiler.attach(t.pid())
         res = wl.fn(cfg, t)
-        svgs = t.profiler.finish()
+        t.profiler.title += " (" + ", ".join(f"{k} {fmt(v)}" for k, v in res.items()) + ")"
+        *svgs, table = t.profiler.finish()
         console.print(res)
         for svg in svgs:
             console.print(f"flame graph: {svg}")
+        console.print(f"tables: {table}")
         if len(svgs) > 1:
-            console.print("[yellow]this workload remounts (cold caches): one flame graph per "
-                          "daemon, in mount order; the last one is the cold part[/]")
+            console.print("[yellow]this workload remounts (cold caches): one flame graph and "
+                          "table per daemon, in mount order; the last one is the cold part[/]")
     finally:
         t.profiler.active = False
         t.unmount()  # stops py-spy first

@@ -191,3 +191,50 @@ def test_the_one_command_runs_the_suite() -> None:
     bad = subprocess.run(["bash", str(REPO / "scripts" / "bench.sh"), "--rounds", "0"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "at least one round" in bad.stderr
+
+
+RAW_STACKS = """\
+thread (7): MainThread;run (trio/_run.py:1);read (fuse/ops.py:2) 30
+thread (8): Trio thread 0;_work (trio/_cache.py:1);read_fragment (disks/local.py:3) 10
+"""
+
+
+def _recorded(bench: ModuleType, prof, outputs: list[tuple[str, str]]) -> None:
+    """Files as attach() and detach() leave them: a flame graph and raw stacks per daemon."""
+    for n, (svg, raw) in enumerate(outputs, 1):
+        parts = (bench.RESULTS / f"{prof.stem}-{n}.svg", bench.RESULTS / f"{prof.stem}-{n}.txt")
+        parts[0].write_text(svg)
+        parts[1].write_text(raw)
+        prof.parts.append(parts)
+        prof.seconds.append(2.0)
+
+
+def test_profile_mode_writes_the_tables_beside_the_flame_graphs(
+        bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    # A cold workload: the first daemon was idle while attached (py-spy says so in its SVG),
+    # the second one read.
+    prof = bench.Profiler("py-spy", "profile-seqread-rep_2-X", "seqread on rep:2")
+    _recorded(bench, prof, [("No valid input file", ""), ("<svg>reads</svg>", RAW_STACKS)])
+    files = prof.finish()
+    assert [f.name for f in files] == ["profile-seqread-rep_2-X.svg",
+                                       "profile-seqread-rep_2-X.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "profile-seqread-rep_2-X.md", "profile-seqread-rep_2-X.svg",
+        "profile-seqread-rep_2-X.txt"]
+    assert files[0].read_text() == "<svg>reads</svg>"
+    md = files[1].read_text()
+    assert md.startswith("### seqread on rep:2\n") and "daemon" not in md.splitlines()[0]
+    assert "| trio thread (FUSE requests) | 1 | 30 | 75% |" in md
+    assert "| `read_fragment (disks/local.py)` | 100.0% | 100.0% |" in md
+
+    # Two daemons with samples: both flame graphs kept, numbered, one table each.
+    prof = bench.Profiler("py-spy", "profile-smallfiles-rep_1-Y", "smallfiles on rep:1")
+    _recorded(bench, prof, [("<svg>1</svg>", RAW_STACKS), ("<svg>2</svg>", RAW_STACKS)])
+    files = prof.finish()
+    assert [f.name for f in files] == ["profile-smallfiles-rep_1-Y-1.svg",
+                                       "profile-smallfiles-rep_1-Y-2.svg",
+                                       "profile-smallfiles-rep_1-Y.md"]
+    md = files[2].read_text()
+    assert "### smallfiles on rep:1, daemon 1 of 2\n" in md
+    assert "### smallfiles on rep:1, daemon 2 of 2\n" in md
