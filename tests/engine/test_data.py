@@ -319,6 +319,47 @@ def test_a_sequential_reader_gets_several_blocks_fetched_ahead(run_engine):
     run_engine(body)
 
 
+def test_readahead_tops_up_its_window_half_a_window_at_a_time(run_engine, monkeypatch):
+    """A sequential reader's window is looked up one query per quarter window, not one per
+    block read, and still covers every block ahead of it; a reader that jumps back starts a
+    new window where it landed."""
+    n = 40
+    data = os.urandom(n * BS)
+    asked: list[tuple[int, int]] = []
+    real = mext.committed_range
+
+    def recording(db, ino, first, last):
+        asked.append((first, last))
+        return real(db, ino, first, last)
+
+    monkeypatch.setattr(mext, "committed_range", recording)
+
+    async def body(engine):
+        attr = await write_file(engine, b"f", data)
+        cache = engine.data
+        cache.clean = type(cache.clean)(cache.clean.limit)  # forget what the writes cached
+        ahead = cache.readahead_blocks
+        batch = ahead // 4
+        assert batch >= 2
+        fh, _ = await engine.open(attr.ino, os.O_RDONLY)
+        for i in range(n):
+            assert await engine.read(fh, i * BS, BS) == data[i * BS:(i + 1) * BS]
+            await trio.sleep(0.01)
+        # Blocks 1..ahead at block 0, then a quarter window each time the reader has read a
+        # quarter of the window asked for, up to the file's last block.
+        expected = [(1, ahead)] + [(i + ahead - batch + 1, min(i + ahead, n - 1))
+                                   for i in range(batch, n - ahead + batch, batch)]
+        assert asked == expected
+        assert len(asked) <= n // batch
+        # Back to block 5: its window starts at 6 again, the blocks ahead of it asked anew.
+        asked.clear()
+        assert await engine.read(fh, 5 * BS, BS) == data[5 * BS:6 * BS]
+        assert asked[-1] == (6, 5 + ahead)
+        await engine.release(fh)
+
+    run_engine(body)
+
+
 @pytest.mark.parametrize(("block", "seals"), [(4096, 8), (1 << 20, 8), (4 << 20, 2)])
 def test_seals_in_flight_are_bounded_in_bytes(run_engine, block, seals):
     """Each seal holds a block and its fragments: 4 MiB blocks (ec pools' default) get fewer

@@ -107,6 +107,8 @@ class BlockCache(FileCommits):
         # thread). Every change of a block map goes through _apply or drop_all_blocks, which
         # forget the file's entries.
         self._digests: dict[int, dict[int, bytes]] = {}
+        # ino -> the first block past what readahead has asked for (see _read_on).
+        self._ahead: dict[int, int] = {}
         self._map_changes = 0
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
@@ -281,6 +283,30 @@ class BlockCache(FileCommits):
             self._prefetching.add((ino, idx))
             self.nursery.start_soon(self._prefetch, (ino, idx), fetch)
 
+    def _read_on(self, fs: FileState, idx: int) -> None:
+        """A reader finished block idx and reads on: keep the next blocks being fetched in
+        parallel, so fragment reads and verification overlap the kernel's consumption.
+
+        The window is topped up a quarter window at a time, not one block per block read:
+        each top-up is a query on the trio thread, and one per block was 17% of that thread's
+        samples in a cold 1 GiB read on rep:2 (bench/ANALYSIS.md, session 18). A quarter, not
+        a half as the kernel's readahead does: ec:4+2's window is four 4 MiB blocks, and two
+        ahead instead of four cost its cold reads ~10% (there a quarter is one block, as
+        before). A reader outside the window asked for (it jumped) starts a whole window.
+        """
+        ahead = self.readahead_blocks
+        asked = self._ahead.get(fs.ino)  # blocks before this one have been asked for
+        if asked is not None and idx < asked <= idx + ahead + 1:
+            if asked - 1 - idx > ahead - max(1, ahead // 4):
+                return
+            first = asked
+        else:
+            first = idx + 1
+        if len(self._ahead) >= _DIGEST_FILES:
+            self._ahead.clear()
+        self._ahead[fs.ino] = idx + ahead + 1
+        self._readahead(fs, first, idx + ahead)
+
     async def _prefetch(self, key: tuple[int, int], fetch: Awaitable[object]) -> None:
         try:
             await fetch
@@ -347,6 +373,7 @@ class BlockCache(FileCommits):
     def _map_changed(self, ino: int) -> None:
         """The block map of `ino` changes: forget what reads learnt of it."""
         self._digests.pop(ino, None)
+        self._ahead.pop(ino, None)
         self._map_changes += 1
 
     async def _pending_block(self, ino: int, idx: int, pe: PendingExtent) -> bytes:
@@ -413,9 +440,7 @@ class BlockCache(FileCommits):
             stop = min(bs, end - idx * bs)
             data = await self.block(fs, idx)
             if stop == bs:
-                # A reader that finished a block reads on: fetch the next few in parallel, so
-                # fragment reads and verification overlap the kernel's consumption.
-                self._readahead(fs, idx + 1, idx + self.readahead_blocks)
+                self._read_on(fs, idx)
                 self._consumed(fs.ino, idx)
             if data is None:
                 chunk: bytes | memoryview = bytes(stop - start)
