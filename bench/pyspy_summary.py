@@ -38,6 +38,8 @@ class ThreadKind:
 def thread_kind(name: str) -> str:
     """Threads of one pool share a kind: trio names its workers after the job they run
     ("blake3_digest from ...BlockCache._seal") or "Trio thread N" when idle between jobs."""
+    if not name:
+        return "threads py-spy could not name"
     if name == "MainThread":
         return "trio thread (FUSE requests)"
     if name.startswith("Trio thread") or " from " in name:
@@ -57,7 +59,9 @@ def parse(text: str) -> dict[str, ThreadKind]:
         if not stack.startswith("thread (") or not count.isdigit():
             continue
         head, *frames = stack.split(";")
-        tid, _, tname = head.removeprefix("thread (").partition("): ")
+        # "thread (TID): NAME", or "thread (TID)" for a thread py-spy read no name of.
+        tid, _, tname = head.removeprefix("thread (").partition(")")
+        tname = tname.removeprefix(": ")
         kind = kinds.setdefault(thread_kind(tname), ThreadKind(thread_kind(tname)))
         n = int(count)
         kind.tids.add(tid)

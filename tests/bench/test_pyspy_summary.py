@@ -16,6 +16,7 @@ thread (11): blake3_digest from x._seal;_work (trio/_cache.py:1);blake3_digest (
 thread (12): Trio thread 3;_work (trio/_cache.py:2);recurse (x.py:1);recurse (x.py:2) 10
 thread (13): dynamicfs-io_0;_worker (concurrent/futures/thread.py:1) 3
 thread (14): dynamicfs-io_1;_worker (concurrent/futures/thread.py:1) 2
+thread (15);_work (trio/_cache.py:3) 1
 not a stack line
 """
 
@@ -31,6 +32,7 @@ def test_threads_are_grouped_by_kind(summary: ModuleType) -> None:
     assert summary.thread_kind("blake3_digest from x.y") == "trio worker threads"
     assert summary.thread_kind("dynamicfs-io_15") == "dynamicfs-io"
     assert summary.thread_kind("ThreadPoolExecutor-0_3") == "ThreadPoolExecutor-0"
+    assert summary.thread_kind("") == "threads py-spy could not name"
 
 
 def test_samples_are_summed_per_kind_and_per_function(summary: ModuleType) -> None:
@@ -46,17 +48,20 @@ def test_samples_are_summed_per_kind_and_per_function(summary: ModuleType) -> No
     assert workers.samples == 50 and workers.tids == {"11", "12"}
     assert workers.inclusive["recurse (x.py)"] == 10  # recursion is not counted twice
     assert kinds["dynamicfs-io"].samples == 5 and len(kinds["dynamicfs-io"].tids) == 2
-    assert set(kinds) == {"trio thread (FUSE requests)", "trio worker threads", "dynamicfs-io"}
+    assert kinds["threads py-spy could not name"].tids == {"15"}
+    assert set(kinds) == {"trio thread (FUSE requests)", "trio worker threads", "dynamicfs-io",
+                          "threads py-spy could not name"}
 
 
 def test_the_markdown_shows_shares_and_leaves_out_the_spine(summary: ModuleType) -> None:
     md = summary.summarize(RAW, title="seqread on rep:2", rate=250, seconds=0.62)
     lines = md.splitlines()
     assert lines[0] == "### seqread on rep:2"
-    assert "0.6 s sampled at 250 Hz, 155 samples" in md
-    assert "| trio thread (FUSE requests) | 1 | 100 | 65% |" in lines
+    assert "0.6 s sampled at 250 Hz, 156 samples" in md
+    assert "| trio thread (FUSE requests) | 1 | 100 | 64% |" in lines
     assert "| trio worker threads | 2 | 50 | 32% |" in lines
     assert "| dynamicfs-io | 2 | 5 | 3% |" in lines
+    assert "| threads py-spy could not name | 1 | 1 | 1% |" in lines
     assert "| `handler (fuse/ops.py)` | 30.0% | 10.0% |" in lines
     assert "| `get_events (trio/_epoll.py)` | 70.0% | 70.0% |" in lines
     # trio's run loop and the worker threads' loop are under every sample of their threads
