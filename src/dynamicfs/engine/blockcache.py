@@ -545,7 +545,7 @@ class BlockCache(FileCommits):
             pos += n
             # A block written to its end is sealed now if it is whole in memory (written
             # sequentially); a random write that lands last stays dirty to gather more.
-            if start + n == bs and db.complete() is not None:
+            if start + n == bs and db.whole:
                 self.start_seal(fs, idx)
         fs.size = max(fs.size, end)
         if stamp:
@@ -598,6 +598,10 @@ class BlockCache(FileCommits):
         base, base_len = db.base, db.base_len
         runs = zip(db.starts, db.runs, strict=True) if db.frozen else db.snapshot()[1]
         if base is None:
+            if db.whole:
+                # Runs kept apart (a block written in large requests): joined in a worker
+                # thread, so that copying the block does not hold up the trio thread.
+                return await trio.to_thread.run_sync(materialize, None, base_len, list(runs))
             return materialize(None, base_len, runs)
         base.users += 1
         try:
@@ -665,7 +669,7 @@ class BlockCache(FileCommits):
         over older content, whose next partial write needs them as its base. A block written
         whole (sequentially) stays in the kernel's page cache anyway; caching it too filled
         the clean cache during every large write (a daemon peak of 420 MiB instead of ~300)."""
-        return db.complete() is None
+        return not db.whole
 
     def _accept_seal(
         self, fs: FileState, idx: int, gen: int, pe: PendingExtent | None, data: bytes | None
