@@ -1,5 +1,5 @@
 """File data: the write-back block cache and sealing of blocks into extents (file commits:
-commit.py, a mixin of BlockCache).
+commit.py, and readahead: readahead.py, mixins of BlockCache).
 
 The life of a block (see docs/concurrency.md):
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -43,13 +43,10 @@ from ..store.extents import ExtentStore, ExtentUnreadable, SealedExtent
 from .commit import FileCommits
 from .dirty import DirtyBlock, materialize
 from .filestate import CleanCache, FileState, PendingBlock, PendingExtent
+from .readahead import Readahead
 
 log = logging.getLogger(__name__)
 
-# How far ahead of a sequential reader blocks are fetched (clean cache permitting): a cold
-# fragment read is mostly waiting for the disk, so many in flight hide it (16 reads of 1 MiB
-# fragments ran at ~1.7 GiB/s here, 4 at ~1.2).
-READAHEAD_BYTES = 16 << 20
 SEAL_BYTES = 8 << 20  # blocks being sealed at once, at most (but two blocks at least)
 # What the daemon may hold beyond its cache before the clean cache gives way (memory_check):
 # the interpreter, libraries and SQLite take ~30 MiB, requests and seals in flight the rest.
@@ -65,8 +62,9 @@ _HASH_HERE = 64 << 10
 _DIGEST_FILES = 4096
 
 
-class BlockCache(FileCommits):
-    """Reads, writes, truncates and commits file data for the engine (commits: commit.py)."""
+class BlockCache(FileCommits, Readahead):
+    """Reads, writes, truncates and commits file data for the engine (commits: commit.py,
+    fetching ahead of sequential readers: readahead.py)."""
 
     def __init__(
         self, db: Database, store: ExtentStore, stats: Stats, block_size: int,
@@ -99,16 +97,13 @@ class BlockCache(FileCommits):
         self._loading: dict[bytes, trio.Event] = {}
         self._syncing: dict[bytes, trio.Event] = {}  # digests whose fragments are being synced
         self.seals_running = 0
-        self._prefetching: set[tuple[int, int]] = set()
-        self.readahead_blocks = max(1, min(16, READAHEAD_BYTES // block_size))
+        self._init_readahead(block_size)
         # ino -> {block: extent digest} of committed blocks read lately. A read whose block is
         # in the clean cache then needs no query: a 1 MiB block is read in eight 128 KiB
         # requests, and each ran three (a third of a cold sequential read's time on the trio
         # thread). Every change of a block map goes through _apply or drop_all_blocks, which
         # forget the file's entries.
         self._digests: dict[int, dict[int, bytes]] = {}
-        # ino -> the first block past what readahead has asked for (see _read_on).
-        self._ahead: dict[int, int] = {}
         self._map_changes = 0
         # Fragments of freed extents, deleted only after the metadata that dropped them is
         # durable (invariant 2); digests listed here are not rewritten until then.
@@ -246,75 +241,6 @@ class BlockCache(FileCommits):
             self.clean.put(digest, data, prefetched=prefetch)
         return data
 
-    def _readahead(self, fs: FileState, first: int, last: int) -> None:
-        """Fetch blocks first..last in the background, so a sequential reader finds them decoded.
-
-        Blocks already cached or being fetched are skipped without starting a task, and the
-        committed ones are looked up in one query: the trio thread answers the reader's
-        requests meanwhile, and every SQLite call on it lets go of the GIL, which sixteen
-        fetching threads then keep for milliseconds.
-        """
-        if self.nursery is None:
-            return
-        ino = fs.ino
-        last = min(last, (fs.size - 1) // self.bs)
-        wanted: list[int] = []
-        for idx in range(first, last + 1):
-            if (ino, idx) in self._prefetching or idx in fs.dirty:
-                continue
-            digest = self._known_digest(ino, idx)
-            if digest is not None and self.clean.contains(digest):
-                continue
-            wanted.append(idx)
-        if not wanted:
-            return
-        committed: dict[int, tuple[mext.ExtentRow, list[tuple[int, int]]]] = {}
-        if fs.trunc_from is None or fs.trunc_from > wanted[0]:
-            committed = mext.committed_range(self.db, ino, wanted[0], wanted[-1])
-        changes = self._map_changes
-        for idx in wanted:
-            if idx in fs.pending or (fs.trunc_from is not None and idx >= fs.trunc_from):
-                fetch = self.block(fs, idx)
-            elif idx in committed:
-                ext, frags = committed[idx]
-                fetch = self._load_committed(ino, idx, ext, frags, changes, prefetch=True)
-            else:
-                continue  # a hole: nothing to fetch
-            self._prefetching.add((ino, idx))
-            self.nursery.start_soon(self._prefetch, (ino, idx), fetch)
-
-    def _read_on(self, fs: FileState, idx: int) -> None:
-        """A reader finished block idx and reads on: keep the next blocks being fetched in
-        parallel, so fragment reads and verification overlap the kernel's consumption.
-
-        The window is topped up a quarter window at a time, not one block per block read:
-        each top-up is a query on the trio thread, and one per block was 17% of that thread's
-        samples in a cold 1 GiB read on rep:2 (bench/ANALYSIS.md, session 18). A quarter, not
-        a half as the kernel's readahead does: ec:4+2's window is four 4 MiB blocks, and two
-        ahead instead of four cost its cold reads ~10% (there a quarter is one block, as
-        before). A reader outside the window asked for (it jumped) starts a whole window.
-        """
-        ahead = self.readahead_blocks
-        asked = self._ahead.get(fs.ino)  # blocks before this one have been asked for
-        if asked is not None and idx < asked <= idx + ahead + 1:
-            if asked - 1 - idx > ahead - max(1, ahead // 4):
-                return
-            first = asked
-        else:
-            first = idx + 1
-        if len(self._ahead) >= _DIGEST_FILES:
-            self._ahead.clear()
-        self._ahead[fs.ino] = idx + ahead + 1
-        self._readahead(fs, first, idx + ahead)
-
-    async def _prefetch(self, key: tuple[int, int], fetch: Awaitable[object]) -> None:
-        try:
-            await fetch
-        except FsError:
-            pass  # the reader will meet (and report) the same error itself
-        finally:
-            self._prefetching.discard(key)
-
     def _known_digest(self, ino: int, idx: int) -> bytes | None:
         """The digest a read last found for committed block idx (None: not remembered)."""
         known = self._digests.get(ino)
@@ -347,18 +273,6 @@ class BlockCache(FileCommits):
             self._digests.setdefault(ino, {})[idx] = ext.hash
         return data
 
-    def _consumed(self, ino: int, idx: int) -> None:
-        """A reader reached the end of block idx: a prefetched copy has served its purpose.
-
-        The kernel's page cache now holds those pages (keep_cache), so keeping a sequential
-        stream's blocks here too would only double-cache them, push out what random readers
-        need, and make every new buffer fresh memory to fault in (a cold 1 GiB read took
-        ~76,000 page faults). Blocks that came in for a reader itself stay cached.
-        """
-        digest = self._known_digest(ino, idx)
-        if digest is not None:
-            self.clean.drop_prefetched(digest)
-
     def _committed_extent(self, ino: int, idx: int) -> mext.ExtentRow | None:
         """The extent the committed block map names for block idx (None for a hole)."""
         eid = mext.block_extent(self.db, ino, idx)
@@ -373,7 +287,7 @@ class BlockCache(FileCommits):
     def _map_changed(self, ino: int) -> None:
         """The block map of `ino` changes: forget what reads learnt of it."""
         self._digests.pop(ino, None)
-        self._ahead.pop(ino, None)
+        self._forget_ahead(ino)
         self._map_changes += 1
 
     async def _pending_block(self, ino: int, idx: int, pe: PendingExtent) -> bytes:
