@@ -62,7 +62,10 @@ def parse(text: str) -> dict[str, ThreadKind]:
         # "thread (TID): NAME", or "thread (TID)" for a thread py-spy read no name of.
         tid, _, tname = head.removeprefix("thread (").partition(")")
         tname = tname.removeprefix(": ")
-        kind = kinds.setdefault(thread_kind(tname), ThreadKind(thread_kind(tname)))
+        name = thread_kind(tname)
+        kind = kinds.get(name)
+        if kind is None:
+            kind = kinds[name] = ThreadKind(name)
         n = int(count)
         kind.tids.add(tid)
         kind.samples += n
