@@ -13,7 +13,10 @@ fi
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 stamp="$venv/.installed-$(sha1sum "$here/pyproject.toml" | cut -c1-12)"
-if [ ! -e "$stamp" ]; then
+# The editable install names the source tree it serves; a venv shared with another checkout
+# (a git worktree, say) may point elsewhere, and would then run that checkout's code.
+pth=$(ls "$venv"/lib/python3*/site-packages/__editable__.dynamicfs-*.pth 2>/dev/null | head -n1)
+if [ ! -e "$stamp" ] || [ -z "$pth" ] || [ "$(cat "$pth")" != "$here/src" ]; then
   "$venv/bin/pip" install -q --upgrade pip >/dev/null
   "$venv/bin/pip" install -q -e "$here[test]"
   touch "$stamp"
