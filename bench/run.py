@@ -831,30 +831,26 @@ class Profiler:
         """The flame graphs and the tables written (one daemon: without the number)."""
         self.active = False
         self.detach()
-        done: list[tuple[Path, Path]] = []
-        tables = []
+        kept: list[tuple[Path, Path, float]] = []  # (flame graph, raw stacks, seconds)
         for (svg, raw), seconds in zip(self.parts, self.seconds, strict=True):
             # A daemon that did nothing while attached (seqread's first one) gets an SVG
             # that only says so.
             if not svg.exists() or "No valid input" in svg.read_text(errors="replace")[:2000]:
                 svg.unlink(missing_ok=True)
                 raw.unlink(missing_ok=True)
-                continue
-            done.append((svg, raw))
-            tables.append((raw, seconds))
-        if len(done) == 1:
-            single = (RESULTS / f"{self.stem}.svg", RESULTS / f"{self.stem}.txt")
-            done[0][0].rename(single[0])
-            done[0][1].rename(single[1])
-            done = [single]
-            tables = [(single[1], tables[0][1])]
+            else:
+                kept.append((svg, raw, seconds))
+        if len(kept) == 1:
+            svg, raw, seconds = kept[0]
+            kept = [(svg.rename(RESULTS / f"{self.stem}.svg"),
+                     raw.rename(RESULTS / f"{self.stem}.txt"), seconds)]
         md = RESULTS / f"{self.stem}.md"
         md.write_text("\n".join(
             pyspy_summary.summarize_file(
                 raw, rate=self.RATE, seconds=seconds,
-                title=self.title + (f", daemon {i} of {len(tables)}" if len(tables) > 1 else ""))
-            for i, (raw, seconds) in enumerate(tables, 1)))
-        return [svg for svg, _ in done] + [md]
+                title=self.title + (f", daemon {i} of {len(kept)}" if len(kept) > 1 else ""))
+            for i, (_, raw, seconds) in enumerate(kept, 1)))
+        return [svg for svg, _, _ in kept] + [md]
 
 
 # The pools --profile can run on: the DynamicFS targets, as the suite sets them up.
