@@ -15,7 +15,12 @@ venv="$here/.venv"
 stamp="$venv/.installed-$(sha1sum "$here/pyproject.toml" | cut -c1-12)"
 # The editable install names the source tree it serves; a venv shared with another checkout
 # (a git worktree, say) may point elsewhere, and would then run that checkout's code.
-pth=$(ls "$venv"/lib/python3*/site-packages/__editable__.dynamicfs-*.pth 2>/dev/null | head -n1)
+# A glob, not `ls | head`: on a new venv there is no such file, and under pipefail a failing
+# `ls` would end the script.
+pth=""
+for f in "$venv"/lib/python3*/site-packages/__editable__.dynamicfs-*.pth; do
+  if [ -e "$f" ]; then pth=$f; break; fi
+done
 if [ ! -e "$stamp" ] || [ -z "$pth" ] || [ "$(cat "$pth")" != "$here/src" ]; then
   "$venv/bin/pip" install -q --upgrade pip >/dev/null
   "$venv/bin/pip" install -q -e "$here[test]"
