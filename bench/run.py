@@ -649,7 +649,9 @@ def machine_info() -> dict:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) // 1024
-    fio_v = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+    # A run of the metadata workloads alone does not install fio (ensure_fio).
+    fio_v = (subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+             if shutil.which("fio") else "fio not installed")
     df = subprocess.run(["df", "-hT", str(BASE)], capture_output=True, text=True).stdout
     return {"uname": " ".join(platform.uname()), "cpu": cpu, "cpus": os.cpu_count(),
             "mem_mib": mem, "python": sys.version.split()[0], "fio": fio_v,

@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,6 +130,20 @@ def test_bad_arguments_are_one_line_errors(bench: ModuleType) -> None:
         assert proc.returncode == 2, proc.stderr
         assert words in proc.stderr.strip().splitlines()[-1]
         assert "Traceback" not in proc.stderr
+
+
+def test_machine_info_needs_no_fio(bench: ModuleType, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of the metadata workloads alone does not install fio; its results still name the
+    machine (a fresh machine's first run failed here)."""
+    df = shutil.which("df")
+    assert df is not None
+    (tmp_path / "df").symlink_to(df)  # machine_info's other tool
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no fio
+    monkeypatch.setattr(bench, "BASE", Path("/"))
+    info = bench.machine_info()
+    assert info["fio"] == "fio not installed"
+    assert info["cpus"] == os.cpu_count() and info["bench_fs"].endswith("/")
 
 
 @pytest.fixture
