@@ -765,8 +765,11 @@ def ensure_fio() -> None:
     if shutil.which("fio"):
         return
     console.print("installing fio (apt-get)")
-    subprocess.run(["apt-get", "install", "-y", "fio"], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # bootstrap.sh refreshes the package lists only when it installs something itself: on a
+    # machine that already had FUSE they may be missing or stale.
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "fio"], check=True, env=env)
 
 
 def ensure_pyspy() -> str:

@@ -146,6 +146,22 @@ def test_machine_info_needs_no_fio(bench: ModuleType, tmp_path: Path,
     assert info["cpus"] == os.cpu_count() and info["bench_fs"].endswith("/")
 
 
+def test_fio_is_installed_from_fresh_package_lists(bench: ModuleType,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """bootstrap.sh refreshes apt's lists only when it installs something itself; installing
+    fio from missing or stale lists fails, so the lists are refreshed first."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    bench.ensure_fio()
+    assert [c[:2] for c in calls] == [["apt-get", "update"], ["apt-get", "install"]]
+    assert "fio" in calls[1]
+    calls.clear()
+    monkeypatch.setattr(bench.shutil, "which", lambda name: "/usr/bin/fio")
+    bench.ensure_fio()
+    assert calls == []  # already there: nothing run
+
+
 @pytest.fixture
 def bench_dir(bench: ModuleType, tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
