@@ -31,6 +31,9 @@ import pyspy_summary
 from rich.console import Console
 from rich.table import Table
 
+from dynamicfs.daemon import GC_DELAY
+from dynamicfs.engine.filesystem import DEFAULT_CACHE_SIZE
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 DYNAMICFS = str(VENV_BIN / "dynamicfs")
@@ -43,7 +46,7 @@ REPORT = REPO / "docs" / "performance.md"
 MiB = 1 << 20
 GiB = 1 << 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEFAULT_CACHE_MIB = 256  # dynamicfs.engine.filesystem.DEFAULT_CACHE_SIZE
+DEFAULT_CACHE_MIB = DEFAULT_CACHE_SIZE // MiB  # a mount without -o cache_size=
 
 console = Console()
 
@@ -870,9 +873,9 @@ def profile(cfg: Config, wl: Workload, target: str, stamp: str) -> None:
                           f"{wl.name} on {t.name}")
     try:
         t.setup()
-        # A fresh pool sweeps its disks for orphans GC_DELAY (5 s, dynamicfs.daemon) after its
-        # first mount; let it sweep the empty pool rather than the profiled pass's files.
-        time.sleep(6)
+        # A fresh pool sweeps its disks for orphans GC_DELAY after its first mount; let it
+        # sweep the empty pool rather than the profiled pass's files.
+        time.sleep(GC_DELAY + 1)
         # Unprofiled first pass: lays out the files the workload reads.
         wl.fn(cfg, t)
         t.profiler.active = True

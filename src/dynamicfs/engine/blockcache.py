@@ -511,11 +511,11 @@ class BlockCache(FileCommits, Readahead):
             return bytes(full)
         base, base_len = db.base, db.base_len
         runs = zip(db.starts, db.runs, strict=True) if db.frozen else db.snapshot()[1]
+        if db.whole:
+            # Runs kept apart (a block written in large requests): joined in a worker thread,
+            # so that copying the block does not hold up the trio thread.
+            return await trio.to_thread.run_sync(materialize, None, 0, list(runs))
         if base is None:
-            if db.whole:
-                # Runs kept apart (a block written in large requests): joined in a worker
-                # thread, so that copying the block does not hold up the trio thread.
-                return await trio.to_thread.run_sync(materialize, None, base_len, list(runs))
             return materialize(None, base_len, runs)
         base.users += 1
         try:

@@ -147,14 +147,10 @@ class DirtyBlock(Generic[Ref]):
         return self.base_len, tuple((s, bytes(r)) for s, r in runs)
 
     def complete(self) -> bytes | bytearray | None:
-        """The whole block when no base is needed (one run from 0), else None."""
-        if self.base_len:
+        """The whole block as it is held, when it is `whole` in one run (or none), else None."""
+        if len(self.runs) > 1 or not self.whole:
             return None
-        if not self.runs:
-            return bytearray()
-        if len(self.runs) == 1 and self.starts[0] == 0:
-            return self.runs[0]
-        return None
+        return self.runs[0] if self.runs else bytearray()
 
 
 def materialize(
